@@ -1,0 +1,97 @@
+# strata - developer tasks. Run `make` (or `make help`) for the list.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
+
+GO ?= go
+PG := bash deploy/postgres.sh
+
+# Override on the command line, e.g. `make test PKG=./eventstore/... RUN=TestAppend`.
+PKG ?= ./...
+RUN ?=
+TESTFLAGS ?=
+BENCH ?= .
+FUZZ ?= FuzzDecodeCommand
+FUZZTIME ?= 30s
+FUZZPKG ?= ./command
+
+# staticcheck is run via `go run pkg@version`, so it is not a go.mod dependency.
+# v0.8.2 (module go 1.26.0) supports Go 1.26.
+STATICCHECK_VERSION := v0.8.2
+
+RUN_FLAG := $(if $(RUN),-run '$(RUN)')
+
+# Recipe prefix: start (or reuse) PostgreSQL and export DATABASE_URL. Kept as
+# separate statements so that, under `bash -e`, a failing script fails make.
+WITH_DB = DATABASE_URL="$$($(PG) start)"; \
+	[[ -n $$DATABASE_URL ]]; \
+	export DATABASE_URL; \
+	echo "DATABASE_URL=$$DATABASE_URL" >&2;
+
+.PHONY: help
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "\033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Run the dev server (go run ./cmd/strata dev) against the local PostgreSQL
+	$(WITH_DB) $(GO) run ./cmd/strata dev
+
+.PHONY: build
+build: ## Build bin/strata
+	$(GO) build -o bin/strata ./cmd/strata
+
+.PHONY: vet
+vet: ## Run go vet
+	$(GO) vet ./...
+
+.PHONY: test
+test: vet ## Run all tests with -race against PostgreSQL (deploy/postgres.sh, or $DATABASE_URL)
+	$(WITH_DB) $(GO) test -race -count=1 -timeout 12m $(RUN_FLAG) $(TESTFLAGS) $(PKG)
+
+.PHONY: test-short
+test-short: ## Run the short tests with -race, no database needed
+	$(GO) test -race -short $(RUN_FLAG) $(TESTFLAGS) $(PKG)
+
+.PHONY: bench
+bench: ## Run benchmarks against PostgreSQL; output also goes to bench.out
+	$(WITH_DB) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 -timeout 30m $(TESTFLAGS) $(PKG) 2>&1 | tee bench.out
+
+.PHONY: fuzz
+fuzz: ## Fuzz the command decoder for 30s (FUZZ, FUZZTIME, FUZZPKG to override)
+	$(GO) test -run '^$$' -fuzz '$(FUZZ)' -fuzztime $(FUZZTIME) $(FUZZPKG)
+
+.PHONY: lint
+lint: ## gofmt check, go vet, go mod tidy -diff, staticcheck
+	@files="$$(find . -type d \( -path './.*' -o -path ./bin -o -name testdata -o -name vendor \) -prune \
+		-o -type f -name '*.go' -print0 | xargs -0 -r gofmt -l)"; \
+	if [[ -n $$files ]]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):" >&2; \
+		echo "$$files" >&2; \
+		exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+.PHONY: db-start
+db-start: ## Start (or reuse) the local PostgreSQL and print its URL
+	@$(PG) start
+
+.PHONY: db-stop
+db-stop: ## Stop the local PostgreSQL (data in .data/ is kept)
+	@$(PG) stop
+
+.PHONY: db-status
+db-status: ## Show whether the local PostgreSQL is running
+	@$(PG) status
+
+.PHONY: db-url
+db-url: ## Print the PostgreSQL URL (no side effects)
+	@$(PG) url
+
+.PHONY: clean
+clean: ## Remove build and benchmark outputs (not the database in .data/)
+	rm -rf bin bench.out
