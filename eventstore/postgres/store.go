@@ -1,0 +1,290 @@
+// Package postgres is the PostgreSQL adapter of the [eventstore.Store] port, strata's default event
+// store.
+//
+// # Global order
+//
+// PostgreSQL sequences hand out numbers before commit, so rows become visible out of sequence order: a
+// reader that tails by sequence alone and advances past a gap loses the event that commits late. This
+// adapter orders the global log by (transaction id, sequence) and returns only rows whose transaction
+// id is below the xmin of the reader's snapshot, so every transaction it returns rows of has ended, and
+// any transaction still to commit has a larger id than all of them. A [events.Position] here is
+// {Commit: transaction id, Prepare: sequence}.
+//
+// The price is latency, never loss: a long-running transaction anywhere in the cluster holds xmin back
+// and delays tailing until it ends. Keep idle_in_transaction_session_timeout set in production.
+//
+// # Notifications
+//
+// Appends wake subscribers of the same process directly, and other processes through a NOTIFY that a
+// background goroutine sends after the append has committed, coalescing bursts. The NOTIFY is kept out
+// of the append's own transaction on purpose: PostgreSQL serialises the commits of notifying
+// transactions on a global lock, which would undo group commit for concurrent writers. A fallback poll
+// covers lost notifications and transactions that end without notifying (aborts, other clients).
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strata-dev/strata/events"
+	"github.com/strata-dev/strata/eventstore"
+	"github.com/strata-dev/strata/migrations"
+)
+
+// Options tune a [Store]. The zero value is usable.
+type Options struct {
+	// Channel is the NOTIFY channel appends announce themselves on. Default "strata_events".
+	Channel string
+	// PollInterval is how often a subscription polls when no notification arrives. Default 500ms.
+	PollInterval time.Duration
+	// BatchSize is how many events a subscription reads per query. Default 512.
+	BatchSize int
+	// Logger receives one line per state change of the notifier and listeners. Default: discard.
+	Logger *slog.Logger
+}
+
+// Store is the PostgreSQL event store. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+	log  *slog.Logger
+
+	// wake is closed and replaced after every local append, waking local subscribers at once.
+	mu   sync.Mutex
+	wake chan struct{}
+
+	notify chan struct{} // capacity 1: a pending cross-process NOTIFY
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+// Migrate creates or updates the event store schema in the database behind pool.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return migrations.Apply(ctx, pool, migrations.EventStore)
+}
+
+// New returns a store on pool, whose schema must be migrated (see [Migrate]). The store does not own
+// pool: Close stops the store's goroutines but leaves pool open.
+func New(pool *pgxpool.Pool, opts Options) *Store {
+	if opts.Channel == "" {
+		opts.Channel = "strata_events"
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 500 * time.Millisecond
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 512
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		pool:   pool,
+		opts:   opts,
+		log:    opts.Logger.With("component", "eventstore"),
+		wake:   make(chan struct{}),
+		notify: make(chan struct{}, 1),
+		stop:   cancel,
+		done:   make(chan struct{}),
+	}
+	go s.notifyLoop(ctx)
+	return s
+}
+
+// Close stops the background notifier. It does not close the pool.
+func (s *Store) Close() {
+	s.stop()
+	<-s.done
+}
+
+const (
+	codeWrongVersion   = "SE001"
+	codeDuplicateEvent = "SE002"
+	codeUniqueViolated = "23505"
+)
+
+// Append implements [eventstore.Store.Append] in one round trip (see append_events in the migration).
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
+	if err := validateAppend(stream, evs); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	n := len(evs)
+	ids := make([]string, n)
+	types := make([]string, n)
+	versions := make([]int32, n)
+	data := make([]string, n)
+	meta := make([]string, n)
+	occurred := make([]time.Time, n)
+	for i, e := range evs {
+		md, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("append to %s: encode metadata: %w", stream, err)
+		}
+		ids[i], types[i], versions[i], data[i], meta[i], occurred[i] = e.ID, e.Type, int32(e.SchemaVersion), string(e.Data), string(md), e.OccurredAt
+	}
+	exp := int64(-1)
+	if v, ok := expected.Version(); ok {
+		exp = int64(v)
+	}
+
+	var (
+		first, last int64
+		commit      string
+		prepare     int64
+		duplicate   bool
+	)
+	err := s.pool.QueryRow(ctx,
+		`SELECT first_version, last_version, commit_position, prepare_position, duplicate
+		 FROM append_events($1, $2, $3, $4, $5, $6, $7, $8)`,
+		stream, exp, ids, types, versions, data, meta, occurred,
+	).Scan(&first, &last, &commit, &prepare, &duplicate)
+	if err != nil {
+		return eventstore.AppendResult{}, s.appendError(stream, expected, err)
+	}
+	pos, err := position(commit, prepare)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	if !duplicate {
+		s.announce()
+	}
+	return eventstore.AppendResult{
+		Stream:       stream,
+		FirstVersion: uint64(first),
+		LastVersion:  uint64(last),
+		Position:     pos,
+		Duplicate:    duplicate,
+	}, nil
+}
+
+func validateAppend(stream string, evs []eventstore.EventData) error {
+	if stream == "" {
+		return fmt.Errorf("append: empty stream name: %w", eventstore.ErrInvalidAppend)
+	}
+	if len(evs) == 0 {
+		return fmt.Errorf("append to %s: no events: %w", stream, eventstore.ErrInvalidAppend)
+	}
+	seen := make(map[string]struct{}, len(evs))
+	for i, e := range evs {
+		if _, err := uuid.Parse(e.ID); err != nil {
+			return fmt.Errorf("append to %s: event %d: id %q is not a UUID: %w", stream, i, e.ID, eventstore.ErrInvalidAppend)
+		}
+		if _, dup := seen[e.ID]; dup {
+			return fmt.Errorf("append to %s: event id %s given twice: %w", stream, e.ID, eventstore.ErrInvalidAppend)
+		}
+		seen[e.ID] = struct{}{}
+		if e.Type == "" || !json.Valid(e.Data) {
+			return fmt.Errorf("append to %s: event %s: needs a type and JSON data: %w", stream, e.ID, eventstore.ErrInvalidAppend)
+		}
+	}
+	return nil
+}
+
+func (s *Store) appendError(stream string, expected eventstore.ExpectedVersion, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case codeWrongVersion:
+			actual, _ := strconv.ParseUint(pgErr.Detail, 10, 64)
+			return &eventstore.ConflictError{Stream: stream, Expected: expected, Actual: actual}
+		case codeDuplicateEvent:
+			return fmt.Errorf("append to %s: %s: %w", stream, pgErr.Message, eventstore.ErrDuplicateEvent)
+		case codeUniqueViolated:
+			if pgErr.ConstraintName == "events_event_id" {
+				return fmt.Errorf("append to %s: %s: %w", stream, pgErr.Detail, eventstore.ErrDuplicateEvent)
+			}
+		}
+	}
+	return fmt.Errorf("append to %s: %w", stream, err)
+}
+
+// ReadStream implements [eventstore.Store.ReadStream].
+func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion uint64, max int) ([]eventstore.RecordedEvent, error) {
+	if fromVersion == 0 {
+		fromVersion = 1
+	}
+	rows, err := s.pool.Query(ctx, selectEvents+`
+		WHERE stream_id = $1 AND version >= $2
+		ORDER BY version
+		LIMIT $3`, stream, int64(fromVersion), max)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	evs, err := collect(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	return evs, nil
+}
+
+// ReadAll implements [eventstore.Store.ReadAll]. See the package comment for why it filters on xmin.
+func (s *Store) ReadAll(ctx context.Context, from events.Position, max int) ([]eventstore.RecordedEvent, error) {
+	rows, err := s.pool.Query(ctx, selectEvents+`
+		WHERE (transaction_id, position) > ($1::text::xid8, $2)
+		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY transaction_id, position
+		LIMIT $3`, strconv.FormatUint(from.Commit, 10), int64(from.Prepare), max)
+	if err != nil {
+		return nil, fmt.Errorf("read all from %s: %w", from, err)
+	}
+	evs, err := collect(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read all from %s: %w", from, err)
+	}
+	return evs, nil
+}
+
+const selectEvents = `
+	SELECT event_id::text, stream_id, version, transaction_id::text, position, type, schema_version,
+	       data, metadata, occurred_at, recorded_at
+	FROM events`
+
+func collect(rows pgx.Rows) ([]eventstore.RecordedEvent, error) {
+	var out []eventstore.RecordedEvent
+	var (
+		version, prepare int64
+		commit           string
+		schemaVersion    int32
+		data, meta       []byte
+	)
+	for rows.Next() {
+		var e eventstore.RecordedEvent
+		if err := rows.Scan(&e.ID, &e.Stream, &version, &commit, &prepare, &e.Type, &schemaVersion,
+			&data, &meta, &e.OccurredAt, &e.RecordedAt); err != nil {
+			return nil, err
+		}
+		pos, err := position(commit, prepare)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return nil, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
+		}
+		e.Version, e.Position, e.SchemaVersion = uint64(version), pos, int(schemaVersion)
+		e.Data = append([]byte(nil), data...)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func position(commit string, prepare int64) (events.Position, error) {
+	c, err := strconv.ParseUint(commit, 10, 64)
+	if err != nil {
+		return events.Position{}, fmt.Errorf("parse transaction id %q: %w", commit, err)
+	}
+	return events.Position{Commit: c, Prepare: uint64(prepare)}, nil
+}

@@ -1,0 +1,202 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/strata-dev/strata/events"
+	"github.com/strata-dev/strata/eventstore"
+	"github.com/strata-dev/strata/eventstore/postgres"
+	"github.com/strata-dev/strata/eventstore/storetest"
+	"github.com/strata-dev/strata/internal/pgtest"
+)
+
+func newStore(t testing.TB, maxConns int32) (*postgres.Store, *pgxpool.Pool) {
+	t.Helper()
+	pool := pgtest.Pool(t, maxConns)
+	require.NoError(t, postgres.Migrate(t.Context(), pool))
+	// A channel per test keeps parallel tests from waking each other.
+	s := postgres.New(pool, postgres.Options{Channel: "events_" + fmt.Sprint(rand.Uint64()), PollInterval: 200 * time.Millisecond})
+	t.Cleanup(s.Close)
+	return s, pool
+}
+
+func TestContract(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) eventstore.Store {
+		s, _ := newStore(t, 12)
+		return s
+	})
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	_, pool := newStore(t, 2)
+	require.NoError(t, postgres.Migrate(t.Context(), pool))
+}
+
+// TestTailingReaderNeverSkipsLateCommits holds many appends open in their own transactions, so that
+// their sequence numbers are taken, and commits (or rolls back) them in random order while a
+// subscription tails the log. Ordering by sequence alone would skip every event that commits after a
+// later-numbered one; the subscription must receive each committed event exactly once, no rolled-back
+// event, and every stream in version order.
+func TestTailingReaderNeverSkipsLateCommits(t *testing.T) {
+	t.Parallel()
+	const (
+		writers = 12
+		rounds  = 25
+		streams = 5
+	)
+	store, pool := newStore(t, writers+4)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	var mu sync.Mutex
+	received := map[string]int{}
+	var log []eventstore.RecordedEvent
+	subErr := make(chan error, 1)
+	go func() {
+		subErr <- store.Subscribe(ctx, events.Start, func(_ context.Context, e eventstore.RecordedEvent) error {
+			mu.Lock()
+			defer mu.Unlock()
+			received[e.ID]++
+			log = append(log, e)
+			return nil
+		})
+	}()
+
+	names := make([]string, streams)
+	for i := range names {
+		names[i] = storetest.StreamName("stock")
+	}
+	committed := map[string]bool{}
+	for round := range rounds {
+		// Open one transaction per writer, each appending to a random stream, all left uncommitted.
+		// Writers of one stream wait on its lock, so each round opens them one at a time and only on
+		// streams it has not used yet in this round.
+		type open struct {
+			ids      []string
+			commit   func() error
+			rollback func() error
+		}
+		var txs []open
+		perm := rand.Perm(streams)
+		for w := range min(writers, streams) {
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			evs := storetest.NewEvents(round*100+w, 1+rand.IntN(3))
+			ids := make([]string, len(evs))
+			for i, e := range evs {
+				ids[i] = e.ID
+			}
+			_, err = tx.Exec(ctx, appendSQL(names[perm[w]], evs))
+			require.NoError(t, err)
+			txs = append(txs, open{ids: ids, commit: func() error { return tx.Commit(ctx) }, rollback: func() error { return tx.Rollback(ctx) }})
+		}
+		// And several more on fresh streams, which never wait.
+		for w := range writers - len(txs) {
+			tx, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			evs := storetest.NewEvents(round*100+50+w, 1)
+			_, err = tx.Exec(ctx, appendSQL(storetest.StreamName("order"), evs))
+			require.NoError(t, err)
+			txs = append(txs, open{ids: []string{evs[0].ID}, commit: func() error { return tx.Commit(ctx) }, rollback: func() error { return tx.Rollback(ctx) }})
+		}
+		for _, i := range rand.Perm(len(txs)) {
+			if rand.IntN(10) == 0 {
+				require.NoError(t, txs[i].rollback())
+				continue
+			}
+			require.NoError(t, txs[i].commit())
+			for _, id := range txs[i].ids {
+				committed[id] = true
+			}
+		}
+		// Concurrent Store.Append traffic too, so commits also race for real.
+		var wg sync.WaitGroup
+		for range writers {
+			wg.Go(func() {
+				e := storetest.NewEvent(round)
+				_, err := store.Append(ctx, names[rand.IntN(streams)], eventstore.Any, []eventstore.EventData{e})
+				if err == nil {
+					mu.Lock()
+					committed[e.ID] = true
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+	}
+
+	mu.Lock()
+	want := len(committed)
+	mu.Unlock()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(log) >= want
+	}, 30*time.Second, 10*time.Millisecond, "subscription must catch up with every committed event")
+
+	cancel()
+	require.ErrorIs(t, <-subErr, context.Canceled)
+	mu.Lock()
+	defer mu.Unlock()
+	for id := range committed {
+		if received[id] != 1 {
+			var rows int
+			_ = pool.QueryRow(context.Background(), "SELECT count(*) FROM events WHERE event_id = $1", id).Scan(&rows)
+			t.Logf("event %s: %d rows in the table", id, rows)
+			for i, e := range log {
+				if e.ID == id {
+					t.Logf("delivery %d of %d: %s v%d at %s", i, len(log), e.Stream, e.Version, e.Position)
+					for j := max(0, i-4); j < min(len(log), i+4); j++ {
+						t.Logf("  %d: %s v%d %s", j, log[j].Stream[:12], log[j].Version, log[j].Position)
+					}
+				}
+			}
+		}
+		require.Equal(t, 1, received[id], "committed event %s", id)
+	}
+	for id, n := range received {
+		require.True(t, committed[id], "event %s received %d times but never committed", id, n)
+	}
+	require.Equal(t, want, len(log), "nothing extra, nothing twice")
+	next := map[string]uint64{}
+	for i, e := range log {
+		if i > 0 {
+			require.True(t, log[i-1].Position.Less(e.Position))
+		}
+		next[e.Stream]++
+		require.Equal(t, next[e.Stream], e.Version, "stream %s out of order", e.Stream)
+	}
+}
+
+// appendSQL renders a call of append_events, for tests that must hold the transaction open.
+func appendSQL(stream string, evs []eventstore.EventData) string {
+	arr := func(f func(eventstore.EventData) string) string {
+		s := "ARRAY["
+		for i, e := range evs {
+			if i > 0 {
+				s += ","
+			}
+			s += f(e)
+		}
+		return s + "]"
+	}
+	return fmt.Sprintf(`SELECT * FROM append_events('%s', -1, %s::uuid[], %s, %s, %s::json[], %s::json[], %s::timestamptz[])`,
+		stream,
+		arr(func(e eventstore.EventData) string { return "'" + e.ID + "'" }),
+		arr(func(e eventstore.EventData) string { return "'" + e.Type + "'" }),
+		arr(func(e eventstore.EventData) string { return fmt.Sprint(e.SchemaVersion) }),
+		arr(func(e eventstore.EventData) string { return "'" + string(e.Data) + "'" }),
+		arr(func(eventstore.EventData) string { return "'{}'" }),
+		arr(func(e eventstore.EventData) string { return "'" + e.OccurredAt.Format(time.RFC3339Nano) + "'" }),
+	)
+}
