@@ -218,8 +218,8 @@ func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion uint6
 		fromVersion = 1
 	}
 	rows, err := s.pool.Query(ctx, selectEvents+`
-		WHERE stream_id = $1 AND version >= $2
-		ORDER BY version
+		WHERE e.stream_id = $1 AND e.version >= $2
+		ORDER BY e.version
 		LIMIT $3`, stream, int64(fromVersion), max)
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", stream, err)
@@ -234,9 +234,9 @@ func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion uint6
 // ReadAll implements [eventstore.Store.ReadAll]. See the package comment for why it filters on xmin.
 func (s *Store) ReadAll(ctx context.Context, from events.Position, max int) ([]eventstore.RecordedEvent, error) {
 	rows, err := s.pool.Query(ctx, selectEvents+`
-		WHERE (transaction_id, position) > ($1::text::xid8, $2)
-		  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY transaction_id, position
+		WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)
+		  AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY e.transaction_id, e.position
 		LIMIT $3`, strconv.FormatUint(from.Commit, 10), int64(from.Prepare), max)
 	if err != nil {
 		return nil, fmt.Errorf("read all from %s: %w", from, err)
@@ -248,10 +248,13 @@ func (s *Store) ReadAll(ctx context.Context, from events.Position, max int) ([]e
 	return evs, nil
 }
 
+// selectEvents names every column through the table alias and renames the converted ones: a bare
+// ORDER BY transaction_id would bind to an output column called transaction_id before the table's,
+// and sort transaction ids as text ("100001" before "99997").
 const selectEvents = `
-	SELECT event_id::text, stream_id, version, transaction_id::text, position, type, schema_version,
-	       data, metadata, occurred_at, recorded_at
-	FROM events`
+	SELECT e.event_id::text AS event_id_text, e.stream_id, e.version, e.transaction_id::text AS commit_text,
+	       e.position, e.type, e.schema_version, e.data, e.metadata, e.occurred_at, e.recorded_at
+	FROM events e`
 
 func collect(rows pgx.Rows) ([]eventstore.RecordedEvent, error) {
 	var out []eventstore.RecordedEvent
