@@ -48,6 +48,8 @@ type Options struct {
 	Channel string
 	// PollInterval is how often a subscription polls when no notification arrives. Default 500ms.
 	PollInterval time.Duration
+	// NotifyInterval is the least time between two NOTIFYs to other processes. Default 5ms.
+	NotifyInterval time.Duration
 	// BatchSize is how many events a subscription reads per query. Default 512.
 	BatchSize int
 	// Logger receives one line per state change of the notifier and listeners. Default: discard.
@@ -84,6 +86,9 @@ func New(pool *pgxpool.Pool, opts Options) *Store {
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 500 * time.Millisecond
+	}
+	if opts.NotifyInterval <= 0 {
+		opts.NotifyInterval = 5 * time.Millisecond
 	}
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 512

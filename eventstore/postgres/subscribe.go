@@ -27,11 +27,20 @@ func (s *Store) localWake() <-chan struct{} {
 	return s.wake
 }
 
-// notifyLoop sends one NOTIFY per burst of appends, outside the appends' transactions.
+// notifyLoop sends one NOTIFY per burst of appends, outside the appends' transactions, and at most
+// one per NotifyInterval: under load the cost stays bounded however fast appends come, and a remote
+// subscriber waits at most that much longer than a local one.
 func (s *Store) notifyLoop(ctx context.Context) {
 	defer close(s.done)
 	failing := false
+	pause := time.NewTimer(0)
+	defer pause.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-pause.C:
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -49,6 +58,7 @@ func (s *Store) notifyLoop(ctx context.Context) {
 			failing = false
 			s.log.Info("notify recovered")
 		}
+		pause.Reset(s.opts.NotifyInterval)
 	}
 }
 

@@ -72,15 +72,22 @@ BEGIN
             USING ERRCODE = 'SE001', DETAIL = v_current::text;
     END IF;
 
-    WITH inserted AS (
+    IF v_count = 1 THEN
+        -- The common case, without unnest, sort and CTE.
         INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, occurred_at)
-        SELECT x.id, p_stream, v_current + x.ord, x.type, x.sv, x.data, x.md, x.oc
-        FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata, p_occurred_at)
-             WITH ORDINALITY AS x(id, type, sv, data, md, oc, ord)
-        ORDER BY x.ord
-        RETURNING position
-    )
-    SELECT max(position) INTO v_last FROM inserted;
+        VALUES (p_ids[1], p_stream, v_current + 1, p_types[1], p_schema_versions[1], p_data[1], p_metadata[1], p_occurred_at[1])
+        RETURNING position INTO v_last;
+    ELSE
+        WITH inserted AS (
+            INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, occurred_at)
+            SELECT x.id, p_stream, v_current + x.ord, x.type, x.sv, x.data, x.md, x.oc
+            FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata, p_occurred_at)
+                 WITH ORDINALITY AS x(id, type, sv, data, md, oc, ord)
+            ORDER BY x.ord
+            RETURNING position
+        )
+        SELECT max(position) INTO v_last FROM inserted;
+    END IF;
 
     RETURN QUERY SELECT v_current + 1, v_current + v_count, pg_current_xact_id()::text, v_last, false;
 END;
