@@ -117,16 +117,42 @@ func (s *Store) Close() {
 }
 
 const (
-	codeWrongVersion   = "SE001"
-	codeDuplicateEvent = "SE002"
-	codeUniqueViolated = "23505"
+	codeUniqueViolation = "23505"
+	constraintVersion   = "events_pkey"
+	constraintEventID   = "events_event_id"
 )
 
-// Append implements [eventstore.Store.Append] in one round trip (see append_events in the migration).
-func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
-	if err := validateAppend(stream, evs); err != nil {
-		return eventstore.AppendResult{}, err
-	}
+// appendSQL appends to one stream in a single statement, and that is what keeps the global order
+// consistent with every stream's order without a lock. The statement's snapshot is taken before the
+// transaction gets its id, which happens at the first inserted row. If an append sees another's
+// events in max(version), the other committed before this snapshot, so it got its id earlier: the
+// later version always has the larger transaction id. Two appends that compute the same version
+// collide on the primary key, and the later one fails. The append must be its transaction's first
+// write, which it is: it runs alone, in autocommit.
+//
+// Zero rows back means the version check failed; Append then finds out why.
+const appendSQL = `
+	INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, occurred_at)
+	SELECT x.id, $1, m.v + x.ord, x.type, x.sv, x.data, x.md, x.oc
+	FROM (SELECT coalesce(max(e.version), 0) AS v FROM events e WHERE e.stream_id = $1) m,
+	     unnest($3::uuid[], $4::text[], $5::int[], $6::json[], $7::json[], $8::timestamptz[])
+	       WITH ORDINALITY AS x(id, type, sv, data, md, oc, ord)
+	WHERE $2 < 0 OR m.v = $2
+	ORDER BY x.ord
+	RETURNING version, transaction_id::text, position`
+
+// appendOneSQL is appendSQL for the most common append, a single event: the same statement with
+// scalar parameters, without arrays, unnest and sort. BenchmarkAppend/writers=1 is latency-bound,
+// and this path moved it from about 0.72 to about 0.79 of a raw INSERT's rate.
+const appendOneSQL = `
+	INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, occurred_at)
+	SELECT $3::uuid, $1, m.v + 1, $4::text, $5::int, $6::json, $7::json, $8::timestamptz
+	FROM (SELECT coalesce(max(e.version), 0) AS v FROM events e WHERE e.stream_id = $1) m
+	WHERE $2 < 0 OR m.v = $2
+	RETURNING version, transaction_id::text, position`
+
+// appendArgs encodes an append's parameters for appendSQL, or appendOneSQL for one event.
+func appendArgs(stream string, expected eventstore.ExpectedVersion, evs []eventstore.EventData) ([]any, error) {
 	n := len(evs)
 	ids := make([]string, n)
 	types := make([]string, n)
@@ -137,7 +163,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	for i, e := range evs {
 		md, err := json.Marshal(e.Metadata)
 		if err != nil {
-			return eventstore.AppendResult{}, fmt.Errorf("append to %s: encode metadata: %w", stream, err)
+			return nil, fmt.Errorf("encode metadata: %w", err)
 		}
 		ids[i], types[i], versions[i], data[i], meta[i], occurred[i] = e.ID, e.Type, int32(e.SchemaVersion), string(e.Data), string(md), e.OccurredAt
 	}
@@ -145,35 +171,133 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	if v, ok := expected.Version(); ok {
 		exp = int64(v)
 	}
-
-	var (
-		first, last int64
-		commit      string
-		prepare     int64
-		duplicate   bool
-	)
-	err := s.pool.QueryRow(ctx,
-		`SELECT first_version, last_version, commit_position, prepare_position, duplicate
-		 FROM append_events($1, $2, $3, $4, $5, $6, $7, $8)`,
-		stream, exp, ids, types, versions, data, meta, occurred,
-	).Scan(&first, &last, &commit, &prepare, &duplicate)
-	if err != nil {
-		return eventstore.AppendResult{}, s.appendError(stream, expected, err)
+	if n == 1 {
+		return []any{stream, exp, ids[0], types[0], versions[0], data[0], meta[0], occurred[0]}, nil
 	}
-	pos, err := position(commit, prepare)
+	return []any{stream, exp, ids, types, versions, data, meta, occurred}, nil
+}
+
+func appendStatement(evs []eventstore.EventData) string {
+	if len(evs) == 1 {
+		return appendOneSQL
+	}
+	return appendSQL
+}
+
+// Append implements [eventstore.Store.Append] with one statement on the fast path. The slow paths,
+// a failed version check or a stored event id, cost a second query to tell a retry of an earlier
+// append from a conflict.
+func (s *Store) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, evs []eventstore.EventData) (eventstore.AppendResult, error) {
+	if err := validateAppend(stream, evs); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	args, err := appendArgs(stream, expected, evs)
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
 	}
-	if !duplicate {
-		s.announce()
+	// An append with any expected version retries when another append took its version first;
+	// each retry sees that append, so this ends as soon as the stream is quiet for one statement.
+	for attempt := 1; ; attempt++ {
+		res, err := s.insert(ctx, stream, appendStatement(evs), args)
+		if err == nil && res.LastVersion > 0 {
+			s.announce()
+			return res, nil
+		}
+		var pgErr *pgconn.PgError
+		versionTaken := errors.As(err, &pgErr) && pgErr.Code == codeUniqueViolation && pgErr.ConstraintName == constraintVersion
+		idTaken := errors.As(err, &pgErr) && pgErr.Code == codeUniqueViolation && pgErr.ConstraintName == constraintEventID
+		if err != nil && !versionTaken && !idTaken {
+			return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		// The version check failed, the version was taken, or an id is stored: first see whether
+		// this is a repeat of an append that already happened.
+		if dup, found, err := s.findRepeat(ctx, stream, evs); err != nil || found {
+			return dup, err
+		}
+		if idTaken {
+			return eventstore.AppendResult{}, fmt.Errorf("append to %s: %s: %w", stream, pgErr.Detail, eventstore.ErrDuplicateEvent)
+		}
+		if expected.IsAny() && attempt < 100 {
+			continue
+		}
+		actual, err := s.version(ctx, stream)
+		if err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		return eventstore.AppendResult{}, &eventstore.ConflictError{Stream: stream, Expected: expected, Actual: actual}
 	}
+}
+
+// insert runs an append statement. A zero LastVersion means nothing was inserted: the version check
+// failed.
+func (s *Store) insert(ctx context.Context, stream, sql string, args []any) (eventstore.AppendResult, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	defer rows.Close()
+	res := eventstore.AppendResult{Stream: stream}
+	var (
+		version, prepare int64
+		commit           string
+	)
+	for rows.Next() {
+		if err := rows.Scan(&version, &commit, &prepare); err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		if res.FirstVersion == 0 {
+			res.FirstVersion = uint64(version)
+		}
+		res.LastVersion = uint64(version)
+	}
+	if err := rows.Err(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if res.LastVersion == 0 {
+		return res, nil
+	}
+	res.Position, err = position(commit, prepare)
+	return res, err
+}
+
+// findRepeat reports whether evs are already stored, all of them, in stream, in order at
+// consecutive versions, and if so returns the earlier append's result. Any other use of a stored id
+// is [eventstore.ErrDuplicateEvent].
+func (s *Store) findRepeat(ctx context.Context, stream string, evs []eventstore.EventData) (eventstore.AppendResult, bool, error) {
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.ID
+	}
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE e.event_id = ANY($1::uuid[]) ORDER BY e.stream_id, e.version`, ids)
+	if err != nil {
+		return eventstore.AppendResult{}, false, fmt.Errorf("append to %s: look for a repeat: %w", stream, err)
+	}
+	stored, err := collect(rows)
+	if err != nil {
+		return eventstore.AppendResult{}, false, fmt.Errorf("append to %s: look for a repeat: %w", stream, err)
+	}
+	if len(stored) == 0 {
+		return eventstore.AppendResult{}, false, nil
+	}
+	for i, e := range stored {
+		if len(stored) != len(evs) || e.Stream != stream || e.ID != evs[i].ID || e.Version != stored[0].Version+uint64(i) {
+			return eventstore.AppendResult{}, false, fmt.Errorf("append to %s: event %s is already stored in %s at version %d: %w",
+				stream, e.ID, e.Stream, e.Version, eventstore.ErrDuplicateEvent)
+		}
+	}
+	last := stored[len(stored)-1]
 	return eventstore.AppendResult{
-		Stream:       stream,
-		FirstVersion: uint64(first),
-		LastVersion:  uint64(last),
-		Position:     pos,
-		Duplicate:    duplicate,
-	}, nil
+		Stream: stream, FirstVersion: stored[0].Version, LastVersion: last.Version, Position: last.Position, Duplicate: true,
+	}, true, nil
+}
+
+// version returns the stream's current version, 0 if it does not exist.
+func (s *Store) version(ctx context.Context, stream string) (uint64, error) {
+	var v int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1`, stream).Scan(&v); err != nil {
+		return 0, fmt.Errorf("append to %s: read version: %w", stream, err)
+	}
+	return uint64(v), nil
 }
 
 func validateAppend(stream string, evs []eventstore.EventData) error {
@@ -197,24 +321,6 @@ func validateAppend(stream string, evs []eventstore.EventData) error {
 		}
 	}
 	return nil
-}
-
-func (s *Store) appendError(stream string, expected eventstore.ExpectedVersion, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case codeWrongVersion:
-			actual, _ := strconv.ParseUint(pgErr.Detail, 10, 64)
-			return &eventstore.ConflictError{Stream: stream, Expected: expected, Actual: actual}
-		case codeDuplicateEvent:
-			return fmt.Errorf("append to %s: %s: %w", stream, pgErr.Message, eventstore.ErrDuplicateEvent)
-		case codeUniqueViolated:
-			if pgErr.ConstraintName == "events_event_id" {
-				return fmt.Errorf("append to %s: %s: %w", stream, pgErr.Detail, eventstore.ErrDuplicateEvent)
-			}
-		}
-	}
-	return fmt.Errorf("append to %s: %w", stream, err)
 }
 
 // ReadStream implements [eventstore.Store.ReadStream].
