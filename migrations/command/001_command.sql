@@ -1,5 +1,7 @@
 -- Responses of commands sent with an Idempotency-Key, replayed to retries. request_hash covers method,
--- path and body, so reusing a key for another request is detected. Old keys are purged by age.
+-- path and body, so reusing a key for another request is detected. status 0 marks a key whose first
+-- request is still in flight (reserved before it runs, dropped if it fails). Old keys are purged by
+-- age.
 CREATE TABLE idempotency_keys (
     key          text        PRIMARY KEY,
     request_hash bytea       NOT NULL,
