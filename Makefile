@@ -16,6 +16,7 @@ TESTFLAGS ?=
 BENCH ?= .
 FUZZ ?= FuzzDecodeCommand
 FUZZTIME ?= 30s
+STRESS_COUNT ?= 30
 FUZZPKG ?= ./command
 
 # staticcheck is run via `go run pkg@version`, so it is not a go.mod dependency.
@@ -50,6 +51,13 @@ vet: ## Run go vet
 .PHONY: test
 test: vet ## Run all tests with -race against PostgreSQL (deploy/postgres.sh, or $DATABASE_URL)
 	$(WITH_DB) $(GO) test -race -count=1 -timeout 12m $(RUN_FLAG) $(TESTFLAGS) $(PKG)
+
+.PHONY: stress
+stress: ## Repeat the concurrency tests many times (STRESS_COUNT, default 30): no-skip tailing, contract, idempotency, stock races
+	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \
+		-run 'TestTailingReaderNeverSkipsLateCommits|TestContract|TestGlobalOrderIsNumeric' ./eventstore/postgres/
+	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \
+		-run 'TestIdempotency|TestConcurrent|TestSKUClaims' ./command/
 
 .PHONY: test-short
 test-short: ## Run the short tests with -race, no database needed
