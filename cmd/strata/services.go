@@ -36,19 +36,11 @@ type service func(ctx context.Context, g *errgroup.Group, d deps) error
 // runServices opens the shared resources, starts every service, and waits until ctx ends or one of
 // them fails.
 func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...service) error {
-	pool, err := platform.OpenPool(ctx, cfg.DatabaseURL, "strata", 0)
+	pool, storePool, closePools, err := openPools(ctx, cfg, "strata", 0)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	storePool := pool
-	if cfg.EventStoreURL != cfg.DatabaseURL {
-		storePool, err = platform.OpenPool(ctx, cfg.EventStoreURL, "strata-eventstore", 0)
-		if err != nil {
-			return fmt.Errorf("event store: %w", err)
-		}
-		defer storePool.Close()
-	}
+	defer closePools()
 	if cfg.AutoMigrate {
 		if err := applyMigrations(ctx, pool, storePool); err != nil {
 			return err
@@ -120,24 +112,34 @@ func runDev(ctx context.Context, cfg config, log *slog.Logger) error {
 
 // migrateSchema applies every schema migration and exits.
 func migrateSchema(ctx context.Context, cfg config, log *slog.Logger) error {
-	pool, err := platform.OpenPool(ctx, cfg.DatabaseURL, "strata-migrate", 2)
+	pool, storePool, closePools, err := openPools(ctx, cfg, "strata-migrate", 2)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	storePool := pool
-	if cfg.EventStoreURL != cfg.DatabaseURL {
-		storePool, err = platform.OpenPool(ctx, cfg.EventStoreURL, "strata-migrate", 2)
-		if err != nil {
-			return fmt.Errorf("event store: %w", err)
-		}
-		defer storePool.Close()
-	}
+	defer closePools()
 	if err := applyMigrations(ctx, pool, storePool); err != nil {
 		return err
 	}
 	log.Info("schema up to date")
 	return nil
+}
+
+// openPools opens DATABASE_URL's pool and the event store's, which is the same pool unless
+// EVENTSTORE_URL names another database.
+func openPools(ctx context.Context, cfg config, name string, maxConns int32) (pool, storePool *pgxpool.Pool, closeAll func(), err error) {
+	pool, err = platform.OpenPool(ctx, cfg.DatabaseURL, name, maxConns)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if cfg.EventStoreURL == cfg.DatabaseURL {
+		return pool, pool, pool.Close, nil
+	}
+	storePool, err = platform.OpenPool(ctx, cfg.EventStoreURL, name+"-eventstore", maxConns)
+	if err != nil {
+		pool.Close()
+		return nil, nil, nil, fmt.Errorf("event store: %w", err)
+	}
+	return pool, storePool, func() { storePool.Close(); pool.Close() }, nil
 }
 
 // applyMigrations brings the event store schema (in the event store's database) and the command
