@@ -120,7 +120,7 @@ func (s *Service) execute(ctx context.Context, aggregate, id string, req Request
 
 	retry := backoff.New(2*time.Millisecond, 100*time.Millisecond)
 	for attempt := 1; ; attempt++ {
-		history, envelopes, err := s.load(ctx, stream)
+		history, records, err := s.load(ctx, stream)
 		if err != nil {
 			return Result{}, err
 		}
@@ -130,7 +130,7 @@ func (s *Service) execute(ctx context.Context, aggregate, id string, req Request
 		// A retry of a command that already committed (its reply was lost, or this process crashed
 		// before recording it) finds its own events in the history: answer as the first time.
 		if key := req.Metadata.IdempotencyKey; key != "" {
-			if v, ok := lastVersionWithKey(envelopes, key); ok {
+			if v, ok := lastVersionWithKey(records, key); ok {
 				res.Version = v
 				return res, nil
 			}
