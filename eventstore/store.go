@@ -173,3 +173,9 @@ type Store interface {
 	// Close releases the store's resources.
 	Close()
 }
+
+// Counter is implemented by stores that can count the events of the global log after a position,
+// which the relay and projectors report as their lag. Counting stops at limit.
+type Counter interface {
+	CountAfter(ctx context.Context, from events.Position, limit int64) (int64, error)
+}

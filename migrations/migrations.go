@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/tern/v2/migrate"
 )
 
-//go:embed eventstore/*.sql command/*.sql
+//go:embed eventstore/*.sql command/*.sql relay/*.sql
 var files embed.FS
 
 // Set is one independently versioned group of migrations.
@@ -31,6 +31,9 @@ var EventStore = Set{Name: "eventstore", VersionTable: "strata_eventstore_versio
 
 // Command is the schema of the command service's own tables: idempotency keys and unique SKUs.
 var Command = Set{Name: "command", VersionTable: "strata_command_version"}
+
+// Relay is the schema of the relay's checkpoint.
+var Relay = Set{Name: "relay", VersionTable: "strata_relay_version"}
 
 // Apply migrates the database behind pool to the newest version of each set. It is safe to call from
 // several processes at once: tern serialises migrators with an advisory lock.

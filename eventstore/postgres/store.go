@@ -402,3 +402,19 @@ func position(commit string, prepare int64) (events.Position, error) {
 	}
 	return events.Position{Commit: c, Prepare: uint64(prepare)}, nil
 }
+
+// CountAfter implements [eventstore.Counter]: it counts the readable events after from, at most limit.
+func (s *Store) CountAfter(ctx context.Context, from events.Position, limit int64) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `
+		SELECT count(*) FROM (
+			SELECT 1 FROM events e
+			WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2)
+			  AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+			LIMIT $3) AS after`,
+		strconv.FormatUint(from.Commit, 10), int64(from.Prepare), limit).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count events after %s: %w", from, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,233 @@
+// Package broker connects strata to NATS JetStream: it starts the embedded server strata runs when no
+// NATS_URL is given, connects to an external server or cluster, and provisions the events stream.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// EmbeddedConfig configures the in-process NATS server.
+type EmbeddedConfig struct {
+	// StoreDir holds JetStream's files; it survives restarts.
+	StoreDir string
+	// Host and Port to listen on. Host defaults to 127.0.0.1: the embedded server is never reachable
+	// from other machines. Port -1 picks a free port.
+	Host string
+	Port int
+	// ServerName names the server; cluster members need distinct names.
+	ServerName string
+	// SyncInterval is how often JetStream fsyncs its files; zero keeps the server's default (two
+	// minutes). SyncAlways fsyncs every write. See ARCHITECTURE.md on what either costs and protects.
+	SyncInterval time.Duration
+	SyncAlways   bool
+	// Cluster, when set, makes the server a member of a JetStream cluster on loopback.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig joins an embedded server to a cluster.
+type ClusterConfig struct {
+	Name string
+	// Port is this member's route port; Routes are every member's route URLs (nats-route://host:port).
+	Port   int
+	Routes []string
+}
+
+// StartEmbedded starts an in-process NATS server with JetStream and waits until it accepts
+// connections. The caller shuts it down with Shutdown and WaitForShutdown.
+func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*server.Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("embedded nats: a store directory is required")
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	opts := &server.Options{
+		ServerName:   cfg.ServerName,
+		Host:         cfg.Host,
+		Port:         cfg.Port,
+		JetStream:    true,
+		StoreDir:     filepath.Clean(cfg.StoreDir),
+		SyncInterval: cfg.SyncInterval,
+		SyncAlways:   cfg.SyncAlways,
+		NoSigs:       true,
+		MaxPayload:   8 << 20,
+	}
+	if cfg.Cluster != nil {
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Host, Port: cfg.Cluster.Port}
+		for _, r := range cfg.Cluster.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("embedded nats: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	ns.SetLoggerV2(slogAdapter{log.With("component", "nats-server")}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded nats: not ready for connections after 30s")
+	}
+	return ns, nil
+}
+
+// ConnectConfig says how to reach NATS.
+type ConnectConfig struct {
+	// URLs of the servers, comma-separated or one per element.
+	URLs []string
+	// Name identifies the client in server monitoring.
+	Name string
+	// CredsFile is a NATS credentials file (JWT and nkey), if the servers need one.
+	CredsFile string
+	// TLS: a CA bundle to verify servers with, and a client certificate and key, all optional.
+	TLSCA, TLSCert, TLSKey string
+}
+
+// Connect connects to NATS and keeps reconnecting forever, with backoff, for the life of the
+// connection. The first connection attempt is retried too, until ctx ends. State changes
+// (disconnected, reconnected, closed) are logged once each.
+func Connect(ctx context.Context, cfg ConnectConfig, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return min(time.Duration(attempts)*250*time.Millisecond, 5*time.Second)
+		}),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected; reconnecting", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { log.Info("nats connection closed") }),
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.TLSCA != "" || cfg.TLSCert != "" {
+		tc, err := tlsConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	servers := strings.Join(cfg.URLs, ",")
+	for attempt := 1; ; attempt++ {
+		nc, err := nats.Connect(servers, opts...)
+		if err == nil {
+			return nc, nil
+		}
+		if attempt == 1 {
+			log.Warn("nats not reachable; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to nats: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(min(time.Duration(attempt)*250*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+func tlsConfig(cfg ConnectConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("nats tls ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("nats tls ca %s: no certificates", cfg.TLSCA)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("nats tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// StreamConfig describes the events stream.
+type StreamConfig struct {
+	// Name of the stream, such as STRATA_EVENTS.
+	Name string
+	// SubjectPrefix: events go to <prefix>.<aggregate type>.<aggregate id>.
+	SubjectPrefix string
+	// Replicas: 1 on a single (embedded) server, 3 on a cluster.
+	Replicas int
+	// Duplicates is the window within which JetStream drops a repeated Nats-Msg-Id. It must be longer
+	// than the longest relay restart. JetStream keeps one entry per message in the window, so memory
+	// grows with rate × window.
+	Duplicates time.Duration
+	// MaxAge and MaxBytes bound retention; zero means unlimited. Rebuilds read history from the event
+	// store, not from here, so the stream only needs to cover consumers' downtime.
+	MaxAge   time.Duration
+	MaxBytes int64
+}
+
+// EnsureStream creates the events stream, or updates it to cfg, at start-up.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	sc := jetstream.StreamConfig{
+		Name:        cfg.Name,
+		Description: "strata domain events, published by the relay in event store order",
+		Subjects:    []string{cfg.SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(cfg.Replicas, 1),
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  cfg.Duplicates,
+		MaxAge:      cfg.MaxAge,
+		MaxBytes:    orUnlimited(cfg.MaxBytes),
+		MaxMsgs:     -1,
+	}
+	s, err := js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// slogAdapter sends the embedded server's log to slog.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Noticef(format string, v ...any) { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Warnf(format string, v ...any)   { a.log.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Errorf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
