@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -20,6 +21,25 @@ type config struct {
 	MaxBodyBytes   int64
 	IdempotencyTTL time.Duration
 	AutoMigrate    bool
+
+	// NATS. An empty NATSURLs starts an embedded server.
+	NATSURLs          []string
+	NATSCreds         string
+	NATSTLSCA         string
+	NATSTLSCert       string
+	NATSTLSKey        string
+	NATSEmbeddedPort  int
+	NATSSyncInterval  time.Duration
+	NATSSyncAlways    bool
+	NATSStream        string
+	NATSSubjectPrefix string
+	NATSReplicas      int
+	NATSDuplicates    time.Duration
+	NATSMaxAge        time.Duration
+	NATSMaxBytes      int64
+
+	RelayAddr        string
+	RelayMaxInFlight int
 }
 
 // loadConfig reads the environment through getenv and validates it, reporting every problem at once.
@@ -75,6 +95,53 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MaxBodyBytes:   integer("COMMAND_MAX_BODY", 1<<20),
 		IdempotencyTTL: dur("IDEMPOTENCY_KEY_TTL", 24*time.Hour),
 		AutoMigrate:    boolean("AUTO_MIGRATE", true),
+
+		NATSCreds:         getenv("NATS_CREDS"),
+		NATSTLSCA:         getenv("NATS_TLS_CA"),
+		NATSTLSCert:       getenv("NATS_TLS_CERT"),
+		NATSTLSKey:        getenv("NATS_TLS_KEY"),
+		NATSEmbeddedPort:  int(integer("NATS_EMBEDDED_PORT", 4222)),
+		NATSSyncAlways:    boolean("NATS_SYNC_ALWAYS", false),
+		NATSStream:        str("NATS_STREAM", "STRATA_EVENTS"),
+		NATSSubjectPrefix: str("NATS_SUBJECT_PREFIX", "strata"),
+		NATSDuplicates:    dur("NATS_DUPLICATE_WINDOW", 10*time.Minute),
+		NATSMaxAge:        dur("NATS_MAX_AGE", 7*24*time.Hour),
+		RelayAddr:         str("RELAY_ADDR", ":8083"),
+		RelayMaxInFlight:  int(integer("RELAY_MAX_IN_FLIGHT", 4096)),
+	}
+	if v := getenv("NATS_SYNC_INTERVAL"); v != "" {
+		c.NATSSyncInterval = dur("NATS_SYNC_INTERVAL", 0)
+	}
+	if v := getenv("NATS_MAX_BYTES"); v != "" {
+		c.NATSMaxBytes = integer("NATS_MAX_BYTES", 0)
+	}
+	for _, u := range strings.Split(getenv("NATS_URL"), ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			c.NATSURLs = append(c.NATSURLs, u)
+		}
+	}
+	// One replica on the embedded server; a cluster keeps three copies unless told otherwise.
+	defaultReplicas := int64(1)
+	if len(c.NATSURLs) > 0 {
+		defaultReplicas = 3
+	}
+	c.NATSReplicas = int(integer("NATS_REPLICAS", defaultReplicas))
+	if c.NATSReplicas > 5 {
+		errs = append(errs, fmt.Errorf("NATS_REPLICAS=%d: JetStream allows at most 5", c.NATSReplicas))
+	}
+	for _, u := range c.NATSURLs {
+		if pu, err := url.Parse(u); err != nil || pu.Host == "" {
+			errs = append(errs, fmt.Errorf("NATS_URL: %q is not a URL such as nats://host:4222", u))
+		}
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		errs = append(errs, errors.New("NATS_TLS_CERT and NATS_TLS_KEY go together"))
+	}
+	if strings.ContainsAny(c.NATSSubjectPrefix, " .*>") {
+		errs = append(errs, fmt.Errorf("NATS_SUBJECT_PREFIX=%q: one subject token, without '.', '*', '>' or spaces", c.NATSSubjectPrefix))
+	}
+	if _, _, err := net.SplitHostPort(c.RelayAddr); err != nil {
+		errs = append(errs, fmt.Errorf("RELAY_ADDR=%q: want host:port or :port", c.RelayAddr))
 	}
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL is required (make run starts a local PostgreSQL and sets it)"))

@@ -2,6 +2,7 @@
 //
 //	strata dev               every service in one process on embedded defaults (make run)
 //	strata command           the REST command service
+//	strata relay             the relay from the event store to NATS JetStream
 //	strata migrate schema    create or update the PostgreSQL schemas, then exit
 //
 // Configuration comes from environment variables, all validated at start-up, every problem reported
@@ -16,4 +17,18 @@
 //	COMMAND_MAX_BODY      request body limit in bytes (default 1048576)
 //	IDEMPOTENCY_KEY_TTL   how long Idempotency-Key responses are kept (default 24h)
 //	AUTO_MIGRATE          apply schema migrations at start-up (default true)
+//	NATS_URL              NATS servers, comma-separated; empty starts an embedded server
+//	NATS_CREDS            NATS credentials file
+//	NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY   TLS for NATS
+//	NATS_EMBEDDED_PORT    client port of the embedded server, on 127.0.0.1 (default 4222)
+//	NATS_SYNC_INTERVAL    how often the embedded server fsyncs JetStream (default: the server's, 2m)
+//	NATS_SYNC_ALWAYS      fsync every JetStream write on the embedded server (default false)
+//	NATS_STREAM           the events stream (default STRATA_EVENTS)
+//	NATS_SUBJECT_PREFIX   events go to <prefix>.<aggregate type>.<aggregate id> (default strata)
+//	NATS_REPLICAS         stream replicas (default 1 embedded, 3 with NATS_URL)
+//	NATS_DUPLICATE_WINDOW JetStream's Nats-Msg-Id deduplication window (default 10m)
+//	NATS_MAX_AGE          stream retention by age (default 168h)
+//	NATS_MAX_BYTES        stream retention by size in bytes (default unlimited)
+//	RELAY_ADDR            relay health and metrics listener (default :8083)
+//	RELAY_MAX_IN_FLIGHT   publishes awaiting an ack (default 4096)
 package main

@@ -62,6 +62,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 	})
 
+	root.AddCommand(&cobra.Command{
+		Use:   "relay",
+		Short: "Run the relay from the event store to NATS JetStream",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup()
+			if err != nil {
+				return err
+			}
+			return runServices(ctx, cfg, log, relayService)
+		},
+	})
+
 	migrate := &cobra.Command{Use: "migrate", Short: "Schema and event migrations"}
 	migrate.AddCommand(&cobra.Command{
 		Use:   "schema",

@@ -5,9 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -16,8 +21,10 @@ import (
 	"github.com/strata-dev/strata/events"
 	"github.com/strata-dev/strata/eventstore"
 	"github.com/strata-dev/strata/eventstore/postgres"
+	"github.com/strata-dev/strata/internal/broker"
 	"github.com/strata-dev/strata/internal/platform"
 	"github.com/strata-dev/strata/migrations"
+	"github.com/strata-dev/strata/relay"
 )
 
 // deps are the resources services share within one process.
@@ -28,10 +35,20 @@ type deps struct {
 	store    eventstore.Store
 	codec    *events.Codec
 	registry *prometheus.Registry
+	nc       *nats.Conn // nil unless a service needs NATS
 }
 
-// service starts one service's loops on g. It returns once the service is listening.
-type service func(ctx context.Context, g *errgroup.Group, d deps) error
+// service is one of strata's services: start runs its loops on g and returns once it is listening.
+type service struct {
+	name      string
+	needsNATS bool
+	start     func(ctx context.Context, g *errgroup.Group, d deps) error
+}
+
+var (
+	commandService = service{name: "command", start: startCommand}
+	relayService   = service{name: "relay", needsNATS: true, start: startRelay}
+)
 
 // runServices opens the shared resources, starts every service, and waits until ctx ends or one of
 // them fails.
@@ -56,17 +73,68 @@ func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	d := deps{cfg: cfg, log: log, pool: pool, store: store, codec: codec, registry: reg}
-	g, gctx := errgroup.WithContext(ctx)
-	for _, start := range services {
-		if err := start(gctx, g, d); err != nil {
+	if slices.ContainsFunc(services, func(s service) bool { return s.needsNATS }) {
+		nc, shutdown, err := openNATS(ctx, cfg, log)
+		if err != nil {
 			return err
+		}
+		defer shutdown()
+		d.nc = nc
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range services {
+		if err := s.start(gctx, g, d); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
 	return g.Wait()
 }
 
-// commandService runs the REST command service and the purge of old idempotency keys.
-func commandService(ctx context.Context, g *errgroup.Group, d deps) error {
+// openNATS connects to NATS_URL, or starts the embedded server when it is empty, and provisions
+// the events stream. shutdown closes the connection, then stops the embedded server.
+func openNATS(ctx context.Context, cfg config, log *slog.Logger) (nc *nats.Conn, shutdown func(), err error) {
+	urls := cfg.NATSURLs
+	stopServer := func() {}
+	if len(urls) == 0 {
+		ns, err := broker.StartEmbedded(broker.EmbeddedConfig{
+			StoreDir:     filepath.Join(cfg.DataDir, "nats"),
+			Port:         cfg.NATSEmbeddedPort,
+			ServerName:   "strata-embedded",
+			SyncInterval: cfg.NATSSyncInterval,
+			SyncAlways:   cfg.NATSSyncAlways,
+		}, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		stopServer = func() { ns.Shutdown(); ns.WaitForShutdown() }
+		urls = []string{ns.ClientURL()}
+		log.Info("listening", "service", "nats (embedded)", "addr", ns.ClientURL(), "store", filepath.Join(cfg.DataDir, "nats"))
+	}
+	nc, err = broker.Connect(ctx, broker.ConnectConfig{
+		URLs: urls, Name: "strata", CredsFile: cfg.NATSCreds,
+		TLSCA: cfg.NATSTLSCA, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey,
+	}, log.With("component", "nats"))
+	if err != nil {
+		stopServer()
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err == nil {
+		_, err = broker.EnsureStream(ctx, js, broker.StreamConfig{
+			Name: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix, Replicas: cfg.NATSReplicas,
+			Duplicates: cfg.NATSDuplicates, MaxAge: cfg.NATSMaxAge, MaxBytes: cfg.NATSMaxBytes,
+		})
+	}
+	if err != nil {
+		nc.Close()
+		stopServer()
+		return nil, nil, err
+	}
+	return nc, func() { nc.Close(); stopServer() }, nil
+}
+
+// startCommand runs the REST command service and the purge of old idempotency keys.
+func startCommand(ctx context.Context, g *errgroup.Group, d deps) error {
 	svc := command.NewService(d.store, d.codec, command.NewPostgresSKUs(d.pool), command.Options{
 		Logger: d.log.With("service", "command"), Registerer: d.registry,
 	})
@@ -104,10 +172,37 @@ func commandService(ctx context.Context, g *errgroup.Group, d deps) error {
 	return nil
 }
 
-// runDev runs every service in one process. Later services (relay, projectors, query, admin) join
-// here as they are built.
+// startRelay runs the relay, and a listener for its health and metrics.
+func startRelay(ctx context.Context, g *errgroup.Group, d deps) error {
+	r, err := relay.New(d.store, d.pool, d.nc, relay.Config{
+		Stream: d.cfg.NATSStream, SubjectPrefix: d.cfg.NATSSubjectPrefix, MaxInFlight: d.cfg.RelayMaxInFlight,
+	}, d.log, d.registry)
+	if err != nil {
+		return err
+	}
+	router := mux.NewRouter()
+	platform.HandleHealth(router, d.registry,
+		platform.Check{Name: "database", Run: d.pool.Ping},
+		platform.Check{Name: "nats", Run: func(context.Context) error {
+			if !d.nc.IsConnected() {
+				return fmt.Errorf("nats %s", d.nc.Status())
+			}
+			return nil
+		}})
+	ln, err := net.Listen("tcp", d.cfg.RelayAddr)
+	if err != nil {
+		return err
+	}
+	d.log.Info("listening", "service", "relay", "addr", ln.Addr().String())
+	g.Go(func() error { return platform.Serve(ctx, platform.NewServer(router, d.log), ln, d.cfg.ShutdownGrace) })
+	g.Go(func() error { return r.Run(ctx) })
+	return nil
+}
+
+// runDev runs every service in one process, with the embedded NATS server unless NATS_URL is set.
+// Later services (projectors, query, admin) join here as they are built.
 func runDev(ctx context.Context, cfg config, log *slog.Logger) error {
-	return runServices(ctx, cfg, log, commandService)
+	return runServices(ctx, cfg, log, commandService, relayService)
 }
 
 // migrateSchema applies every schema migration and exits.
@@ -148,5 +243,5 @@ func applyMigrations(ctx context.Context, pool, storePool *pgxpool.Pool) error {
 	if err := postgres.Migrate(ctx, storePool); err != nil {
 		return err
 	}
-	return migrations.Apply(ctx, pool, migrations.Command)
+	return migrations.Apply(ctx, pool, migrations.Command, migrations.Relay)
 }
