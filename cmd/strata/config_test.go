@@ -45,3 +45,23 @@ func TestConfigRefusesEventStoreDBUntilItsAdapterExists(t *testing.T) {
 	_, err := loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db", "EVENTSTORE_URL": "esdb://localhost:2113"}))
 	require.ErrorContains(t, err, "EventStoreDB")
 }
+
+func TestConfigNATS(t *testing.T) {
+	cfg, err := loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db"}))
+	require.NoError(t, err)
+	require.Empty(t, cfg.NATSURLs, "no NATS_URL means the embedded server")
+	require.Equal(t, 1, cfg.NATSReplicas)
+
+	cfg, err = loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db", "NATS_URL": "nats://a:4222, nats://b:4222"}))
+	require.NoError(t, err)
+	require.Equal(t, []string{"nats://a:4222", "nats://b:4222"}, cfg.NATSURLs)
+	require.Equal(t, 3, cfg.NATSReplicas, "a cluster keeps three copies by default")
+
+	_, err = loadConfig(env(map[string]string{
+		"DATABASE_URL": "postgres://u@h/db", "NATS_URL": "not a url", "NATS_REPLICAS": "7",
+		"NATS_TLS_CERT": "cert.pem", "NATS_SUBJECT_PREFIX": "a.b", "RELAY_ADDR": "x",
+	}))
+	for _, want := range []string{"NATS_URL", "NATS_REPLICAS", "NATS_TLS_CERT", "NATS_SUBJECT_PREFIX", "RELAY_ADDR"} {
+		require.ErrorContains(t, err, want)
+	}
+}
