@@ -17,7 +17,7 @@ var errLostLock = errors.New("lost the leader lock")
 // connection fails, because PostgreSQL releases the lock with the session.
 type leadership struct {
 	conn   *pgxpool.Conn
-	key    string
+	id     int64 // the advisory lock's key
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
@@ -32,13 +32,19 @@ func (r *Relay) acquire(ctx context.Context) (*leadership, error) {
 		if err != nil {
 			return nil, fmt.Errorf("leader lock: %w", err)
 		}
-		var got bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got); err != nil {
+		// Advisory locks belong to the whole database, but a relay's checkpoint and event store live in
+		// the schema its search path names: relays of different schemas must not exclude each other.
+		var (
+			id  int64
+			got bool
+		)
+		if err := conn.QueryRow(ctx, `SELECT id, pg_try_advisory_lock(id)
+			FROM (SELECT hashtextextended(coalesce(current_schema(), '') || '/' || $1, 0) AS id) AS k`, key).Scan(&id, &got); err != nil {
 			conn.Release()
 			return nil, fmt.Errorf("leader lock: %w", err)
 		}
 		if got {
-			l := &leadership{conn: conn, key: key}
+			l := &leadership{conn: conn, id: id}
 			l.ctx, l.cancel = context.WithCancelCause(ctx)
 			l.wg.Go(l.watch)
 			r.log.Info("became leader")
@@ -84,7 +90,7 @@ func (l *leadership) release() {
 	l.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, l.key); err != nil {
+	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, l.id); err != nil {
 		_ = l.conn.Conn().Close(ctx)
 	}
 	l.conn.Release()

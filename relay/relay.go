@@ -6,17 +6,23 @@
 // (asynchronously, within a bounded window), and advances its checkpoint only past events whose
 // publish JetStream acknowledged, in order.
 //
-// Order is kept by construction: every message carries Nats-Expected-Last-Msg-Id, the id of the event
-// before it, so JetStream refuses a message whose predecessor was lost (say, in a connection that
-// broke with both in flight) instead of storing it out of order. The relay then starts over from the
-// stream's last message, whose position header says exactly how far JetStream got: a restart never
-// depends on the checkpoint being current, and republishes nothing that is stored. JetStream answers
-// a repeated Nats-Msg-Id as a duplicate before it checks the expected last id, so replaying an
-// in-flight window after a crash is harmless.
+// Order is kept by construction: every message carries Nats-Expected-Last-Sequence, the stream
+// sequence its predecessor was stored at, so JetStream refuses a message whose predecessor was lost
+// (say, in a connection that broke with both in flight) instead of storing it out of order. The relay
+// then starts over from the stream's last message, whose position header says exactly how far
+// JetStream got: a restart never depends on the checkpoint being current, and republishes nothing that
+// is stored. A message sent twice (the in-flight window replayed after a crash) is either answered as
+// a duplicate of its Nats-Msg-Id or refused for its expected sequence, which only makes the relay start
+// over again.
+//
+// The expected last sequence, not Nats-Expected-Last-Msg-Id, is what makes this safe on a cluster: a
+// clustered stream leader checks the expected sequence before it proposes a message, but the expected
+// last message id only when the replicas apply it, where a mismatch is a write error that stops the
+// stream on every replica (nats-server 2.15.2).
 //
 // Several relays may run; a PostgreSQL advisory lock makes one of them the leader, and the others
 // wait. Should two publish at once (a leader that lost its lock and has not noticed yet), the expected
-// last id lets only one chain of messages advance.
+// last sequence lets only one chain of messages advance.
 package relay
 
 import (
@@ -160,7 +166,7 @@ func (r *Relay) publish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open stream %s: %w", r.cfg.Stream, err)
 	}
-	from, prevID, err := r.resumePoint(ctx, stream)
+	from, prevID, lastSeq, err := r.resumePoint(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -180,11 +186,7 @@ func (r *Relay) publish(ctx context.Context) error {
 	wg.Go(func() { r.measureLag(ctx) })
 
 	err = r.store.Subscribe(ctx, from, func(ctx context.Context, e eventstore.RecordedEvent) error {
-		var opts []jetstream.PublishOpt
-		if prevID != "" {
-			opts = append(opts, jetstream.WithExpectLastMsgID(prevID))
-		}
-		ack, err := js.PublishMsgAsync(Message(r.cfg.SubjectPrefix, e), opts...)
+		ack, err := js.PublishMsgAsync(Message(r.cfg.SubjectPrefix, e), jetstream.WithExpectLastSequence(lastSeq))
 		if err != nil {
 			return fmt.Errorf("publish %s: %w", e.ID, err)
 		}
@@ -193,7 +195,7 @@ func (r *Relay) publish(ctx context.Context) error {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
-		prevID = e.ID
+		lastSeq++
 		return nil
 	})
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
@@ -233,27 +235,28 @@ func (r *Relay) trackAcks(ctx context.Context, cancel context.CancelCauseFunc, i
 	}
 }
 
-// resumePoint returns the position to relay from and the id of the last message in the stream.
-// JetStream's own last message is authoritative: the relay publishes in order, so everything before
-// it is stored. Only an empty stream (new, or emptied by retention) falls back to the checkpoint.
-func (r *Relay) resumePoint(ctx context.Context, stream jetstream.Stream) (events.Position, string, error) {
+// resumePoint returns the position to relay from, and the id and sequence of the last message in the
+// stream. JetStream's own last message is authoritative: the relay publishes in order, so everything
+// before it is stored. Only an empty stream (new, or emptied by retention) falls back to the
+// checkpoint; its last sequence is still the one the next message must follow.
+func (r *Relay) resumePoint(ctx context.Context, stream jetstream.Stream) (events.Position, string, uint64, error) {
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return events.Position{}, "", fmt.Errorf("stream %s info: %w", r.cfg.Stream, err)
+		return events.Position{}, "", 0, fmt.Errorf("stream %s info: %w", r.cfg.Stream, err)
 	}
 	if info.State.Msgs > 0 {
 		msg, err := stream.GetMsg(ctx, info.State.LastSeq)
 		if err != nil {
-			return events.Position{}, "", fmt.Errorf("read last message of %s: %w", r.cfg.Stream, err)
+			return events.Position{}, "", 0, fmt.Errorf("read last message of %s: %w", r.cfg.Stream, err)
 		}
 		pos, err := events.ParsePosition(msg.Header.Get(HeaderPosition))
 		if err != nil {
-			return events.Position{}, "", fmt.Errorf("last message of %s (sequence %d) was not published by a relay: %w", r.cfg.Stream, msg.Sequence, err)
+			return events.Position{}, "", 0, fmt.Errorf("last message of %s (sequence %d) was not published by a relay: %w", r.cfg.Stream, msg.Sequence, err)
 		}
-		return pos, msg.Header.Get(nats.MsgIdHdr), nil
+		return pos, msg.Header.Get(nats.MsgIdHdr), msg.Sequence, nil
 	}
 	pos, err := r.loadCheckpoint(ctx)
-	return pos, "", err
+	return pos, "", info.State.LastSeq, err
 }
 
 func (r *Relay) loadCheckpoint(ctx context.Context) (events.Position, error) {

@@ -213,3 +213,16 @@ func TestMessageRoundTrip(t *testing.T) {
 	require.Equal(t, in, out)
 	require.Equal(t, "strata._.no_dash_here", relay.Subject("strata", "no.dash.here"))
 }
+
+// TestRelaysOfDifferentSchemasBothLead: the leader lock is per schema, so two deployments sharing a
+// database (or parallel tests) do not exclude each other.
+func TestRelaysOfDifferentSchemasBothLead(t *testing.T) {
+	t.Parallel()
+	a, b := newEnv(t), newEnv(t)
+	run(t, a.relay(t, relay.Config{}))
+	run(t, b.relay(t, relay.Config{}))
+	na := appendLoad(t, a.store, names(3), 200)
+	nb := appendLoad(t, b.store, names(3), 200)
+	relaytest.WaitForAll(t, a.js, streamName, uint64(na), 30*time.Second)
+	relaytest.WaitForAll(t, b.js, streamName, uint64(nb), 30*time.Second)
+}

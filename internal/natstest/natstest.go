@@ -1,5 +1,5 @@
-// Package natstest runs in-process NATS servers with JetStream for tests: one, or a cluster of three
-// on loopback, with storage in the test's temporary directory.
+// Package natstest runs in-process NATS servers with JetStream for tests, on loopback, with storage
+// in the test's temporary directory.
 package natstest
 
 import (

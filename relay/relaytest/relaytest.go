@@ -58,7 +58,7 @@ func ReadLog(ctx context.Context, store eventstore.Store) ([]eventstore.Recorded
 }
 
 // WaitForAll polls until the JetStream stream holds at least n messages, or fails the test after
-// timeout.
+// timeout. It polls often, so that the moment it returns follows the relay's progress closely.
 func WaitForAll(t testing.TB, js jetstream.JetStream, name string, n uint64, timeout time.Duration) {
 	t.Helper()
 	var got uint64
@@ -73,7 +73,7 @@ func WaitForAll(t testing.TB, js jetstream.JetStream, name string, n uint64, tim
 		}
 		got = info.State.Msgs
 		return got >= n
-	}, timeout, 20*time.Millisecond, "JetStream stream %s should hold %d messages", name, n)
+	}, timeout, 2*time.Millisecond, "JetStream stream %s should hold %d messages", name, n)
 }
 
 // RequireExactCopy fails the test unless the JetStream stream holds every event of the store's
