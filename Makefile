@@ -17,6 +17,7 @@ BENCH ?= .
 FUZZ ?= FuzzDecodeCommand
 FUZZTIME ?= 30s
 STRESS_COUNT ?= 30
+RELAY_STRESS_COUNT ?= 5
 FUZZPKG ?= ./command
 
 # staticcheck is run via `go run pkg@version`, so it is not a go.mod dependency.
@@ -53,11 +54,13 @@ test: vet ## Run all tests with -race against PostgreSQL (deploy/postgres.sh, or
 	$(WITH_DB) $(GO) test -race -count=1 -timeout 12m $(RUN_FLAG) $(TESTFLAGS) $(PKG)
 
 .PHONY: stress
-stress: ## Repeat the concurrency tests many times (STRESS_COUNT, default 30): no-skip tailing, contract, idempotency, stock races
+stress: ## Repeat the concurrency and fault tests (STRESS_COUNT=30, RELAY_STRESS_COUNT=5 for relay crash/restart/cluster)
 	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \
 		-run 'TestTailingReaderNeverSkipsLateCommits|TestContract|TestGlobalOrderIsNumeric' ./eventstore/postgres/
 	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \
 		-run 'TestIdempotency|TestConcurrent|TestSKUClaims' ./command/
+	$(WITH_DB) $(GO) test -race -count=$(RELAY_STRESS_COUNT) -timeout 30m \
+		-run 'TestRelayCrash|TestRelaySurvivesNATSRestart|TestRelaySurvivesClusterNodeLoss' ./relay/
 
 .PHONY: test-short
 test-short: ## Run the short tests with -race, no database needed
