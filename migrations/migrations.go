@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/tern/v2/migrate"
 )
 
-//go:embed eventstore/*.sql command/*.sql relay/*.sql
+//go:embed eventstore/*.sql command/*.sql relay/*.sql readmodel/*.sql
 var files embed.FS
 
 // Set is one independently versioned group of migrations.
@@ -34,6 +34,10 @@ var Command = Set{Name: "command", VersionTable: "strata_command_version"}
 
 // Relay is the schema of the relay's checkpoint.
 var Relay = Set{Name: "relay", VersionTable: "strata_relay_version"}
+
+// ReadModel is the schema of the PostgreSQL read models, the projections' bookkeeping (version
+// guard, checkpoints, dead letters), which projectors write and the query service reads.
+var ReadModel = Set{Name: "readmodel", VersionTable: "strata_readmodel_version"}
 
 // Apply migrates the database behind pool to the newest version of each set. It is safe to call from
 // several processes at once: tern serialises migrators with an advisory lock.

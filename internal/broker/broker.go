@@ -191,6 +191,11 @@ type StreamConfig struct {
 	// store, not from here, so the stream only needs to cover consumers' downtime.
 	MaxAge   time.Duration
 	MaxBytes int64
+	// Partitions, when positive, makes JetStream append a partition token to every stored subject:
+	// <prefix>.<type>.<id> is stored as <prefix>.<type>.<id>.<n>, n = hash(id) mod Partitions, so
+	// that consumers can share a projection by partition while each aggregate's events stay in one.
+	// Publishers keep using <prefix>.<type>.<id>. Changing it affects only messages stored afterwards.
+	Partitions int
 }
 
 // EnsureStream creates the events stream, or updates it to cfg, at start-up.
@@ -207,6 +212,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		MaxAge:      cfg.MaxAge,
 		MaxBytes:    orUnlimited(cfg.MaxBytes),
 		MaxMsgs:     -1,
+	}
+	if cfg.Partitions > 0 {
+		sc.SubjectTransform = &jetstream.SubjectTransformConfig{
+			Source:      cfg.SubjectPrefix + ".*.*",
+			Destination: fmt.Sprintf("%s.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(%d,2)}}", cfg.SubjectPrefix, cfg.Partitions),
+		}
 	}
 	s, err := js.CreateOrUpdateStream(ctx, sc)
 	if err != nil {

@@ -1,0 +1,131 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/strata-dev/strata/events"
+	"github.com/strata-dev/strata/relay"
+)
+
+// ErrNoDeadLetter is returned by [DeadLetters.Retry] and [DeadLetters.Skip] for an id that is not
+// a parked event (unknown, or waiting behind another).
+var ErrNoDeadLetter = errors.New("no such parked event")
+
+// DeadLetter is an event a projection could not apply, or one waiting behind it.
+type DeadLetter struct {
+	ID         int64     `json:"id"`
+	Projection string    `json:"projection"`
+	Stream     string    `json:"stream"`
+	Version    int64     `json:"version"`
+	EventID    string    `json:"event_id"`
+	EventType  string    `json:"event_type"`
+	Status     string    `json:"status"`
+	Error      string    `json:"error"`
+	ParkedAt   time.Time `json:"parked_at"`
+}
+
+// DeadLetters lists, retries and skips parked events. It needs the projections by name to re-apply
+// events.
+type DeadLetters struct {
+	pool        *pgxpool.Pool
+	codec       *events.Codec
+	projections map[string]Projection
+}
+
+// NewDeadLetters returns the dead-letter store behind pool.
+func NewDeadLetters(pool *pgxpool.Pool, codec *events.Codec, projections ...Projection) *DeadLetters {
+	d := &DeadLetters{pool: pool, codec: codec, projections: map[string]Projection{}}
+	for _, p := range projections {
+		d.projections[p.Name()] = p
+	}
+	return d
+}
+
+// List returns the dead letters in parking order, at most limit.
+func (d *DeadLetters) List(ctx context.Context, limit int) ([]DeadLetter, error) {
+	rows, err := d.pool.Query(ctx, `SELECT id, projection, stream, version, event_id, event_type, status, error, parked_at
+		FROM dead_letters ORDER BY id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[DeadLetter])
+}
+
+// Retry applies the parked event id and every event waiting behind it, in stream order, in one
+// transaction, and releases the stream. If one of them still fails, nothing changes and the error
+// says why.
+func (d *DeadLetters) Retry(ctx context.Context, id int64) error {
+	return d.release(ctx, id, false)
+}
+
+// Skip drops the parked event id without applying it (the stream's version moves past it), then
+// applies the events waiting behind it like [DeadLetters.Retry].
+func (d *DeadLetters) Skip(ctx context.Context, id int64) error {
+	return d.release(ctx, id, true)
+}
+
+func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
+	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		var projection, stream string
+		err := tx.QueryRow(ctx, `SELECT projection, stream FROM dead_letters WHERE id = $1 AND status = 'parked' FOR UPDATE`, id).
+			Scan(&projection, &stream)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("dead letter %d: %w", id, ErrNoDeadLetter)
+		}
+		if err != nil {
+			return fmt.Errorf("dead letter %d: %w", id, err)
+		}
+		proj, ok := d.projections[projection]
+		if !ok {
+			return fmt.Errorf("dead letter %d: unknown projection %q", id, projection)
+		}
+		// A new statement, so a new snapshot: after the lock above, it sees whatever a projector
+		// parked behind this event up to now.
+		rows, err := tx.Query(ctx, `SELECT id, version, headers, data FROM dead_letters
+			WHERE projection = $1 AND stream = $2 ORDER BY version FOR UPDATE`, projection, stream)
+		if err != nil {
+			return err
+		}
+		type parked struct {
+			ID      int64
+			Version int64
+			Headers map[string][]string
+			Data    []byte
+		}
+		all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[parked])
+		if err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
+		for i, p := range all {
+			if i == 0 && skip {
+				b.Queue(upsertStreamVersion, projection, stream, p.Version)
+				continue
+			}
+			rec, err := relay.Decode(nats.Header(p.Headers), p.Data)
+			if err != nil {
+				return fmt.Errorf("dead letter %d: %w", p.ID, err)
+			}
+			e, err := d.codec.Decode(rec.Type, rec.SchemaVersion, rec.Data)
+			if err != nil {
+				return fmt.Errorf("dead letter %d: %w", p.ID, err)
+			}
+			env := events.Envelope{ID: rec.ID, Stream: rec.Stream, Version: rec.Version, Position: rec.Position, Type: rec.Type,
+				SchemaVersion: rec.SchemaVersion, OccurredAt: rec.OccurredAt, Metadata: rec.Metadata, Event: e}
+			if err := proj.Apply(b, env); err != nil {
+				return fmt.Errorf("dead letter %d (%s@%d) still fails: %w", p.ID, rec.Stream, rec.Version, err)
+			}
+			b.Queue(upsertStreamVersion, projection, stream, int64(rec.Version))
+		}
+		b.Queue(`DELETE FROM dead_letters WHERE projection = $1 AND stream = $2`, projection, stream)
+		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, projection)
+		return tx.SendBatch(ctx, b).Close()
+	})
+}

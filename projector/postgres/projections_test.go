@@ -1,0 +1,331 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/strata-dev/strata/command"
+	"github.com/strata-dev/strata/domain/order"
+	"github.com/strata-dev/strata/domain/product"
+	"github.com/strata-dev/strata/events"
+	espg "github.com/strata-dev/strata/eventstore/postgres"
+	"github.com/strata-dev/strata/internal/broker"
+	"github.com/strata-dev/strata/internal/natstest"
+	"github.com/strata-dev/strata/internal/pgtest"
+	"github.com/strata-dev/strata/migrations"
+	"github.com/strata-dev/strata/projector"
+	rmpg "github.com/strata-dev/strata/projector/postgres"
+	"github.com/strata-dev/strata/relay"
+	"github.com/strata-dev/strata/relay/relaytest"
+)
+
+const (
+	streamName = "EVENTS"
+	prefix     = "strata"
+	partitions = 4
+)
+
+// pipeline is the whole write-to-read path: command service, PostgreSQL event store, relay,
+// partitioned JetStream stream, and the projectors under test.
+type pipeline struct {
+	pool  *pgxpool.Pool
+	store *espg.Store
+	codec *events.Codec
+	svc   *command.Service
+	js    jetstream.JetStream
+}
+
+func newPipeline(t *testing.T, projections ...projector.Projection) *pipeline {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	pool := pgtest.Pool(t, 24)
+	require.NoError(t, migrations.Apply(ctx, pool, migrations.EventStore, migrations.Command, migrations.Relay, migrations.ReadModel))
+	store := espg.New(pool, espg.Options{})
+	codec, err := events.NewCommerceCodec()
+	require.NoError(t, err)
+	ns := natstest.Start(t)
+	nc := ns.Connect(t)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = broker.EnsureStream(ctx, js, broker.StreamConfig{Name: streamName, SubjectPrefix: prefix, Replicas: 1,
+		Duplicates: time.Minute, Partitions: partitions})
+	require.NoError(t, err)
+
+	log := slog.New(slog.DiscardHandler)
+	rl, err := relay.New(store, pool, nc, relay.Config{Stream: streamName, SubjectPrefix: prefix}, log, nil)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rl.Run(ctx) })
+	for _, p := range projections {
+		r, err := projector.NewRunner(pool, nc, codec, p, projector.Config{Stream: streamName, SubjectPrefix: prefix,
+			Partitions: partitions, MaxAttempts: 3, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond}, log, nil)
+		require.NoError(t, err)
+		wg.Go(func() { _ = r.Run(ctx) })
+	}
+	t.Cleanup(func() { cancel(); wg.Wait(); store.Close() })
+	svc := command.NewService(store, codec, command.NewPostgresSKUs(pool), command.Options{})
+	return &pipeline{pool: pool, store: store, codec: codec, svc: svc, js: js}
+}
+
+// waitApplied waits until projection has applied every stream of the given aggregate types to the
+// version the store holds.
+func (p *pipeline) waitApplied(t *testing.T, projection string, aggregateTypes ...string) {
+	t.Helper()
+	log, err := relaytest.ReadLog(t.Context(), p.store)
+	require.NoError(t, err)
+	want := map[string]int64{}
+	for _, e := range log {
+		typ, _, _ := events.SplitStream(e.Stream)
+		for _, a := range aggregateTypes {
+			if typ == a {
+				want[e.Stream] = int64(e.Version)
+			}
+		}
+	}
+	require.Eventually(t, func() bool {
+		rows, err := p.pool.Query(t.Context(), `SELECT stream, version FROM projection_streams WHERE projection = $1`, projection)
+		if err != nil {
+			return false
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+			Stream  string
+			Version int64
+		}])
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, g := range got {
+			if want[g.Stream] == g.Version {
+				n++
+			}
+		}
+		return n == len(want)
+	}, 60*time.Second, 10*time.Millisecond, "projection %s should catch up with %d streams", projection, len(want))
+}
+
+// history folds the store's log into per-stream event lists.
+func (p *pipeline) history(t *testing.T) map[string][]events.Event {
+	t.Helper()
+	log, err := relaytest.ReadLog(t.Context(), p.store)
+	require.NoError(t, err)
+	out := map[string][]events.Event{}
+	for _, r := range log {
+		e, err := p.codec.Decode(r.Type, r.SchemaVersion, r.Data)
+		require.NoError(t, err)
+		out[r.Stream] = append(out[r.Stream], e)
+	}
+	return out
+}
+
+// workload runs a randomized commerce workload through the command service and returns the
+// product ids.
+func workload(t *testing.T, svc *command.Service, products, steps int) []string {
+	t.Helper()
+	ctx := t.Context()
+	var ids []string
+	for i := range products {
+		res, err := svc.CreateProduct(ctx, product.Create{SKU: fmt.Sprintf("SKU-%d-%d", i, rand.Uint32()), Name: fmt.Sprintf("Product %d", i),
+			Description: "d", Category: []string{"kitchen", "garden", "books"}[i%3], PriceCents: int64(100 + i), Currency: "EUR", Tags: []string{"t"}}, command.Request{})
+		require.NoError(t, err)
+		ids = append(ids, res.ID)
+	}
+	var orders []string
+	for range steps {
+		id := ids[rand.IntN(len(ids))]
+		var err error
+		switch rand.IntN(7) {
+		case 0, 1:
+			_, err = svc.AdjustStock(ctx, id, int64(rand.IntN(20)+1), "delivery", command.Request{})
+		case 2:
+			_, err = svc.RenameProduct(ctx, id, fmt.Sprintf("Renamed %d", rand.IntN(1000)), command.Request{})
+		case 3:
+			_, err = svc.RepriceProduct(ctx, id, int64(rand.IntN(5000)+1), command.Request{})
+		case 4:
+			var res command.Result
+			res, err = svc.PlaceOrder(ctx, command.PlaceOrder{CustomerID: fmt.Sprintf("c%d", rand.IntN(5)), CustomerName: "Ada",
+				CustomerEmail: "ada@example.com", Lines: []command.OrderLine{{ProductID: id, Quantity: int64(rand.IntN(3) + 1)}}}, command.Request{})
+			if err == nil {
+				orders = append(orders, res.ID)
+			}
+		case 5:
+			if len(orders) > 0 {
+				_, err = svc.CancelOrder(ctx, orders[rand.IntN(len(orders))], "changed mind", command.Request{})
+			}
+		case 6:
+			if rand.IntN(10) == 0 {
+				_, err = svc.DiscontinueProduct(ctx, id, "end of line", command.Request{})
+			}
+		}
+		if err != nil && !strings.Contains(err.Error(), "rule") && !strings.Contains(err.Error(), "invalid") {
+			require.NoError(t, err)
+		}
+	}
+	return ids
+}
+
+// TestProjectionEqualsReplay runs a randomized workload, then folds every stream of the store in
+// memory and compares with the read-model rows: they must be identical.
+func TestProjectionEqualsReplay(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, rmpg.Products{}, rmpg.Orders{})
+	workload(t, p.svc, 15, 400)
+	p.waitApplied(t, "products", events.ProductAggregate)
+	p.waitApplied(t, "orders", events.OrderAggregate)
+
+	for stream, history := range p.history(t) {
+		typ, id, _ := events.SplitStream(stream)
+		switch typ {
+		case events.ProductAggregate:
+			want := product.Replay(id, history)
+			var got struct {
+				SKU, Name, Description, Category, Currency string
+				PriceCents, Stock, Version                 int64
+				Tags                                       []string
+				Discontinued                               bool
+			}
+			err := p.pool.QueryRow(t.Context(), `SELECT sku, name, description, category, currency, price_cents, stock, version, tags, discontinued
+				FROM products WHERE id = $1`, id).Scan(&got.SKU, &got.Name, &got.Description, &got.Category, &got.Currency,
+				&got.PriceCents, &got.Stock, &got.Version, &got.Tags, &got.Discontinued)
+			require.NoError(t, err, stream)
+			require.Equal(t, []any{want.SKU(), want.Name(), want.Description(), want.Category(), want.Currency(), want.PriceCents(), want.Stock(),
+				int64(len(history)), want.Tags(), want.Discontinued()},
+				[]any{got.SKU, got.Name, got.Description, got.Category, got.Currency, got.PriceCents, got.Stock, got.Version, got.Tags, got.Discontinued}, stream)
+		case events.OrderAggregate:
+			want := order.Replay(id, history)
+			var status, customer string
+			var total, version int64
+			require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT status, customer_id, total_cents, version FROM orders WHERE id = $1`, id).
+				Scan(&status, &customer, &total, &version), stream)
+			require.Equal(t, []any{string(want.Status()), want.CustomerID(), want.TotalCents(), int64(len(history))},
+				[]any{status, customer, total, version}, stream)
+			var lines, entries int
+			require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM order_lines WHERE order_id = $1),
+				(SELECT count(*) FROM order_status_history WHERE order_id = $1)`, id).Scan(&lines, &entries))
+			require.Equal(t, len(want.Lines()), lines, stream)
+			require.Equal(t, len(history), entries, "one status history entry per event of %s", stream)
+		}
+	}
+}
+
+// failing wraps a projection and fails every event of one stream while broken is set.
+type failing struct {
+	projector.Projection
+	mu     sync.Mutex
+	stream string
+	broken bool
+}
+
+func (f *failing) Apply(b *pgx.Batch, e events.Envelope) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.broken && e.Stream == f.stream {
+		return fmt.Errorf("poison in %s@%d", e.Stream, e.Version)
+	}
+	return f.Projection.Apply(b, e)
+}
+
+// TestPoisonEventIsParkedAndOtherStreamsCarryOn breaks one product's stream: its event is parked
+// after the retries, its later events wait behind it, every other product keeps projecting.
+func TestPoisonEventIsParkedAndOtherStreamsCarryOn(t *testing.T) {
+	t.Parallel()
+	f := &failing{Projection: rmpg.Products{}}
+	p := newPipeline(t, f)
+	ids := workload(t, p.svc, 6, 0)
+	p.waitApplied(t, "products", events.ProductAggregate)
+
+	poisoned := ids[0]
+	f.mu.Lock()
+	f.stream, f.broken = events.StreamName(events.ProductAggregate, poisoned), true
+	f.mu.Unlock()
+	for range 3 {
+		_, err := p.svc.AdjustStock(t.Context(), poisoned, 1, "delivery", command.Request{})
+		require.NoError(t, err)
+	}
+	for _, id := range ids[1:] {
+		_, err := p.svc.AdjustStock(t.Context(), id, 5, "delivery", command.Request{})
+		require.NoError(t, err)
+	}
+
+	require.Eventually(t, func() bool {
+		var parked, waiting int
+		err := p.pool.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE status = 'parked'), count(*) FILTER (WHERE status = 'waiting')
+			FROM dead_letters WHERE stream = $1`, f.stream).Scan(&parked, &waiting)
+		return err == nil && parked == 1 && waiting == 2
+	}, 30*time.Second, 10*time.Millisecond, "the first event is parked and the next two wait behind it")
+
+	for _, id := range ids[1:] {
+		require.Eventually(t, func() bool {
+			var stock int64
+			err := p.pool.QueryRow(t.Context(), `SELECT stock FROM products WHERE id = $1`, id).Scan(&stock)
+			return err == nil && stock == 5
+		}, 30*time.Second, 10*time.Millisecond, "other streams carry on")
+	}
+	var stock, version int64
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT stock, version FROM products WHERE id = $1`, poisoned).Scan(&stock, &version))
+	require.Equal(t, []int64{0, 1}, []int64{stock, version}, "nothing of the poisoned stream is applied past its parked event")
+
+	var parkedVersions []int64
+	rows, err := p.pool.Query(t.Context(), `SELECT version FROM dead_letters WHERE stream = $1 ORDER BY version`, f.stream)
+	require.NoError(t, err)
+	parkedVersions, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	require.True(t, sort.SliceIsSorted(parkedVersions, func(i, j int) bool { return parkedVersions[i] < parkedVersions[j] }))
+	require.Equal(t, []int64{2, 3, 4}, parkedVersions)
+}
+
+// TestRetryAfterTheCauseIsFixed parks a stream, fixes the cause, retries: the stream catches up in
+// order, including events that arrive while it is parked and after it is released.
+func TestRetryAfterTheCauseIsFixed(t *testing.T) {
+	t.Parallel()
+	f := &failing{Projection: rmpg.Products{}}
+	p := newPipeline(t, f)
+	ids := workload(t, p.svc, 2, 0)
+	p.waitApplied(t, "products", events.ProductAggregate)
+	f.mu.Lock()
+	f.stream, f.broken = events.StreamName(events.ProductAggregate, ids[0]), true
+	f.mu.Unlock()
+	for _, delta := range []int64{1, 2, 4} {
+		_, err := p.svc.AdjustStock(t.Context(), ids[0], delta, "delivery", command.Request{})
+		require.NoError(t, err)
+	}
+	dl := projector.NewDeadLetters(p.pool, p.codec, f)
+	var parked projector.DeadLetter
+	require.Eventually(t, func() bool {
+		list, err := dl.List(t.Context(), 10)
+		if err != nil || len(list) != 3 {
+			return false
+		}
+		parked = list[0]
+		return parked.Status == "parked"
+	}, 30*time.Second, 10*time.Millisecond)
+
+	require.Error(t, dl.Retry(t.Context(), parked.ID), "still broken: retry fails and changes nothing")
+	require.ErrorIs(t, dl.Retry(t.Context(), parked.ID+1), projector.ErrNoDeadLetter, "a waiting event is not retried alone")
+
+	f.mu.Lock()
+	f.broken = false
+	f.mu.Unlock()
+	require.NoError(t, dl.Retry(t.Context(), parked.ID))
+	_, err := p.svc.AdjustStock(t.Context(), ids[0], 8, "delivery", command.Request{})
+	require.NoError(t, err)
+	p.waitApplied(t, "products", events.ProductAggregate)
+	var stock int64
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT stock FROM products WHERE id = $1`, ids[0]).Scan(&stock))
+	require.Equal(t, int64(15), stock)
+	list, err := dl.List(t.Context(), 10)
+	require.NoError(t, err)
+	require.Empty(t, list)
+}

@@ -1,0 +1,470 @@
+// Package projector runs projections: it consumes events from NATS JetStream and applies them to read
+// models, exactly once in effect and in stream order.
+//
+// Each projection has one durable JetStream consumer per partition (the events stream stores
+// <prefix>.<type>.<id>.<partition>, see broker.StreamConfig.Partitions). A partition is owned by one
+// process at a time through a PostgreSQL advisory lock, so several projector processes share the work;
+// within a partition messages are applied in order, so every stream's order is kept.
+//
+// Messages are applied in batches: one transaction queues every statement of the batch in one
+// round trip (pgx.Batch), records each stream's version in projection_streams (the query service's
+// consistency check), moves the partition's checkpoint, and notifies the query service; the messages
+// are acknowledged only after the commit. Read-model statements carry their own version guard
+// (WHERE version < $version, ON CONFLICT DO NOTHING), so a redelivered batch changes nothing.
+//
+// A batch that fails is applied again one event at a time to find the culprit, which is retried with
+// capped exponential backoff and then parked in dead_letters. Later events of a parked stream are
+// parked behind it ("waiting"), other streams carry on. Retry and Skip release a stream.
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dev/strata/events"
+	"github.com/strata-dev/strata/eventstore"
+	"github.com/strata-dev/strata/internal/backoff"
+	"github.com/strata-dev/strata/relay"
+)
+
+// Projection turns events into read-model statements.
+type Projection interface {
+	// Name identifies the projection in projection_streams, checkpoints, dead letters and durable
+	// consumer names.
+	Name() string
+	// AggregateTypes are the aggregate types whose streams the projection consumes.
+	AggregateTypes() []string
+	// Apply queues on b the statements that apply e. It performs no I/O. Every statement must be
+	// idempotent for the event's version (a version guard, or ON CONFLICT DO NOTHING). An error
+	// means the event cannot be applied (poison).
+	Apply(b *pgx.Batch, e events.Envelope) error
+}
+
+// NotifyChannel is the PostgreSQL channel projectors notify after every commit, with the projection's
+// name as payload.
+const NotifyChannel = "strata_projection"
+
+// Config tunes a [Runner]. Stream and SubjectPrefix are required.
+type Config struct {
+	Stream        string
+	SubjectPrefix string
+	// Partitions must equal the events stream's (broker.StreamConfig.Partitions); 0 means the stream
+	// is not partitioned and one consumer takes everything.
+	Partitions int
+	// MaxPartitions caps how many partitions this process owns; default all. With two processes and
+	// half each, they share the work.
+	MaxPartitions int
+	// BatchSize is the most events applied per transaction. Default 512.
+	BatchSize int
+	// BatchWait is how long to wait for more events before applying a partial batch. Default 2ms.
+	BatchWait time.Duration
+	// MaxAttempts is how often an event is tried before it is parked. Default 5.
+	MaxAttempts int
+	// RetryMin and RetryMax bound the backoff between attempts. Defaults 50ms and 5s.
+	RetryMin, RetryMax time.Duration
+	// ClaimPoll is how often an unowned partition is tried. Default 2s.
+	ClaimPoll time.Duration
+}
+
+// Runner runs one projection.
+type Runner struct {
+	pool  *pgxpool.Pool
+	nc    *nats.Conn
+	codec *events.Codec
+	proj  Projection
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics
+}
+
+// NewRunner returns a runner of proj. reg, if not nil, receives its metrics.
+func NewRunner(pool *pgxpool.Pool, nc *nats.Conn, codec *events.Codec, proj Projection, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Runner, error) {
+	if cfg.Stream == "" || cfg.SubjectPrefix == "" {
+		return nil, errors.New("projector: stream and subject prefix are required")
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 512
+	}
+	if cfg.BatchWait <= 0 {
+		cfg.BatchWait = 2 * time.Millisecond
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 50 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Second
+	}
+	if cfg.ClaimPoll <= 0 {
+		cfg.ClaimPoll = 2 * time.Second
+	}
+	partitions := max(cfg.Partitions, 1)
+	if cfg.MaxPartitions <= 0 || cfg.MaxPartitions > partitions {
+		cfg.MaxPartitions = partitions
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{pool: pool, nc: nc, codec: codec, proj: proj, cfg: cfg,
+		log: log.With("component", "projector", "projection", proj.Name()), m: newMetrics(reg, proj.Name())}, nil
+}
+
+// Run runs the projection until ctx ends: it claims up to MaxPartitions partitions and consumes each.
+// It returns nil when ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	js, err := jetstream.New(r.nc)
+	if err != nil {
+		return fmt.Errorf("projector %s: %w", r.proj.Name(), err)
+	}
+	owned := make(chan struct{}, r.cfg.MaxPartitions)
+	var wg sync.WaitGroup
+	for p := range max(r.cfg.Partitions, 1) {
+		wg.Go(func() { r.runPartition(ctx, js, p, owned) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// runPartition owns partition p whenever it can, and consumes it while it does.
+func (r *Runner) runPartition(ctx context.Context, js jetstream.JetStream, p int, owned chan struct{}) {
+	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
+	for ctx.Err() == nil {
+		select {
+		case owned <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		err := r.own(ctx, js, p)
+		<-owned
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.log.Warn("partition interrupted; resuming", "partition", p, "err", err)
+			if retry.Wait(ctx) != nil {
+				return
+			}
+			continue
+		}
+		retry.Reset()
+	}
+}
+
+// own waits for partition p's lock and consumes the partition while holding it. It returns nil
+// without consuming when another process holds the lock (after ClaimPoll).
+func (r *Runner) own(ctx context.Context, js jetstream.JetStream, p int) error {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	key := fmt.Sprintf("strata.projector:%s/%d", r.proj.Name(), p)
+	var id int64
+	var got bool
+	err = conn.QueryRow(ctx, `SELECT id, pg_try_advisory_lock(id)
+		FROM (SELECT hashtextextended(coalesce(current_schema(), '') || '/' || $1, 0) AS id) AS k`, key).Scan(&id, &got)
+	if err != nil || !got {
+		conn.Release()
+		if err == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(r.cfg.ClaimPoll):
+			}
+		}
+		return err
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, id); err != nil {
+			_ = conn.Conn().Close(uctx)
+		}
+		conn.Release()
+	}()
+
+	lockCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() { // the lock is the session's: lose the connection, lose the partition
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-lockCtx.Done():
+				return
+			case <-t.C:
+				pctx, pcancel := context.WithTimeout(lockCtx, 3*time.Second)
+				err := conn.Ping(pctx)
+				pcancel()
+				if err != nil && lockCtx.Err() == nil {
+					cancel(fmt.Errorf("lost partition lock: %w", err))
+					return
+				}
+			}
+		}
+	}()
+	r.log.Info("consuming partition", "partition", p)
+	r.m.partitions.Inc()
+	defer r.m.partitions.Dec()
+	err = r.consume(lockCtx, js, p)
+	if cause := context.Cause(lockCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
+	var filters []string
+	for _, t := range r.proj.AggregateTypes() {
+		if r.cfg.Partitions > 0 {
+			filters = append(filters, fmt.Sprintf("%s.%s.*.%d", r.cfg.SubjectPrefix, t, p))
+		} else {
+			filters = append(filters, fmt.Sprintf("%s.%s.>", r.cfg.SubjectPrefix, t))
+		}
+	}
+	return jetstream.ConsumerConfig{
+		Durable:        fmt.Sprintf("%s-p%d", r.proj.Name(), p),
+		Description:    fmt.Sprintf("strata projection %s, partition %d", r.proj.Name(), p),
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckAllPolicy,
+		AckWait:        time.Minute,
+		MaxDeliver:     -1,
+		MaxAckPending:  max(4*r.cfg.BatchSize, 4096),
+	}
+}
+
+// consume applies partition p's messages in batches until ctx ends or something fails.
+func (r *Runner) consume(ctx context.Context, js jetstream.JetStream, p int) error {
+	cons, err := js.CreateOrUpdateConsumer(ctx, r.cfg.Stream, r.consumerConfig(p))
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * r.cfg.BatchSize))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	defer it.Stop()
+	for {
+		first, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return err
+		}
+		batch := []jetstream.Msg{first}
+		for len(batch) < r.cfg.BatchSize {
+			m, err := it.Next(jetstream.NextMaxWait(r.cfg.BatchWait))
+			if err != nil {
+				break // nothing more right now: apply what we have
+			}
+			batch = append(batch, m)
+		}
+		if err := r.applyBatch(ctx, p, batch); err != nil {
+			return err
+		}
+		// AckAll: acknowledging the last message acknowledges the batch.
+		if err := batch[len(batch)-1].DoubleAck(ctx); err != nil {
+			return fmt.Errorf("ack: %w", err)
+		}
+	}
+}
+
+// item is a message decoded for applying; err is set when it cannot be decoded (poison).
+type item struct {
+	msg jetstream.Msg
+	rec eventstore.RecordedEvent
+	env events.Envelope
+	err error
+}
+
+func (r *Runner) decode(m jetstream.Msg) item {
+	it := item{msg: m}
+	it.rec, it.err = relay.Decode(m.Headers(), m.Data())
+	if it.err != nil {
+		return it
+	}
+	e, err := r.codec.Decode(it.rec.Type, it.rec.SchemaVersion, it.rec.Data)
+	if err != nil {
+		it.err = fmt.Errorf("decode %s %s: %w", it.rec.Type, it.rec.ID, err)
+		return it
+	}
+	it.env = events.Envelope{ID: it.rec.ID, Stream: it.rec.Stream, Version: it.rec.Version, Position: it.rec.Position,
+		Type: it.rec.Type, SchemaVersion: it.rec.SchemaVersion, OccurredAt: it.rec.OccurredAt, Metadata: it.rec.Metadata, Event: e}
+	return it
+}
+
+// applyBatch applies msgs in one transaction, or, if that fails, one at a time with retries and
+// parking. It returns an error only when the database is unusable and ctx ended.
+func (r *Runner) applyBatch(ctx context.Context, p int, msgs []jetstream.Msg) error {
+	items := make([]item, len(msgs))
+	for i, m := range msgs {
+		items[i] = r.decode(m)
+	}
+	start := time.Now()
+	err := r.commit(ctx, p, items, false)
+	if err == nil {
+		r.m.observeBatch(len(items), time.Since(start))
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	r.log.Warn("batch failed; applying one event at a time", "partition", p, "events", len(items), "err", err)
+	for i := range items {
+		if err := r.applyOne(ctx, p, items[i:i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyOne applies a single event with retries, and parks it when they run out.
+func (r *Runner) applyOne(ctx context.Context, p int, one []item) error {
+	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
+	var err error
+	for attempt := 1; attempt <= r.cfg.MaxAttempts; attempt++ {
+		if one[0].err != nil {
+			err = one[0].err // undecodable: retrying cannot help
+			break
+		}
+		if err = r.commit(ctx, p, one, false); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.m.retries.Inc()
+		if attempt < r.cfg.MaxAttempts {
+			if werr := retry.Wait(ctx); werr != nil {
+				return werr
+			}
+		}
+	}
+	one[0].err = err
+	r.log.Error("parking event in the dead-letter store", "stream", one[0].rec.Stream, "event_id", one[0].rec.ID,
+		"event_type", one[0].rec.Type, "err", err)
+	if perr := r.commit(ctx, p, one, true); perr != nil {
+		return fmt.Errorf("park %s: %w", one[0].rec.ID, perr)
+	}
+	return nil
+}
+
+const upsertStreamVersion = `
+	INSERT INTO projection_streams (projection, stream, version) VALUES ($1, $2, $3)
+	ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version
+	WHERE projection_streams.version < excluded.version`
+
+// commit runs one transaction over items: events of blocked streams (a parked event earlier in their
+// stream) are parked as waiting, the rest applied (or, with park set, parked as failed), then the
+// checkpoint moves and the query service is notified.
+func (r *Runner) commit(ctx context.Context, p int, items []item, park bool) error {
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		blocked, err := r.blockedStreams(ctx, tx, items)
+		if err != nil {
+			return err
+		}
+		b := &pgx.Batch{}
+		applied := 0
+		for _, it := range items {
+			stream := it.rec.Stream
+			switch {
+			case park:
+				queuePark(b, r.proj.Name(), it, "parked", it.err)
+				blocked[stream] = true
+			case it.err != nil && it.rec.Stream == "":
+				return it.err // cannot even tell its stream: let the caller park it
+			case blocked[stream]:
+				queuePark(b, r.proj.Name(), it, "waiting", errors.New("waiting behind a parked event of its stream"))
+				r.m.parked.Inc()
+			case it.err != nil:
+				return it.err
+			default:
+				if err := r.proj.Apply(b, it.env); err != nil {
+					return fmt.Errorf("apply %s %s@%d: %w", it.rec.Type, stream, it.rec.Version, err)
+				}
+				b.Queue(upsertStreamVersion, r.proj.Name(), stream, int64(it.rec.Version))
+				applied++
+			}
+		}
+		last := items[len(items)-1]
+		if meta, err := last.msg.Metadata(); err == nil {
+			b.Queue(`INSERT INTO projection_checkpoints (projection, partition, stream_sequence, position) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (projection, partition) DO UPDATE SET stream_sequence = excluded.stream_sequence,
+				  position = excluded.position, updated_at = now()
+				WHERE projection_checkpoints.stream_sequence < excluded.stream_sequence`,
+				r.proj.Name(), p, int64(meta.Sequence.Stream), last.rec.Position.String())
+		}
+		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, r.proj.Name())
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if park {
+			r.m.parked.Inc()
+		}
+		r.m.applied.Add(float64(applied))
+		return nil
+	})
+}
+
+// blockedStreams returns the streams among items that have parked events. It is a locking read:
+// a concurrent Retry (which locks the parked row FOR UPDATE first) either finishes before it, and
+// its rows are gone, or starts after this transaction commits, and sees the rows it parks.
+func (r *Runner) blockedStreams(ctx context.Context, tx pgx.Tx, items []item) (map[string]bool, error) {
+	streams := make([]string, 0, len(items))
+	for _, it := range items {
+		if it.rec.Stream != "" {
+			streams = append(streams, it.rec.Stream)
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT stream FROM dead_letters WHERE projection = $1 AND stream = ANY($2) FOR SHARE`, r.proj.Name(), streams)
+	if err != nil {
+		return nil, fmt.Errorf("check dead letters: %w", err)
+	}
+	blocked := map[string]bool{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		blocked[s] = true
+	}
+	return blocked, rows.Err()
+}
+
+func queuePark(b *pgx.Batch, projection string, it item, status string, cause error) {
+	headers := map[string][]string(it.msg.Headers())
+	h, _ := json.Marshal(headers) // a map of string slices always marshals
+	msg := "unknown error"
+	if cause != nil {
+		msg = cause.Error()
+	}
+	stream, version, typ, id := it.rec.Stream, int64(it.rec.Version), it.rec.Type, it.rec.ID
+	if stream == "" {
+		// Without a stream there is no version either: key it by its place in the JetStream stream.
+		stream, id = "(undecodable)", it.msg.Headers().Get(nats.MsgIdHdr)
+		if meta, err := it.msg.Metadata(); err == nil {
+			version = int64(meta.Sequence.Stream)
+		}
+	}
+	b.Queue(`INSERT INTO dead_letters (projection, stream, version, event_id, event_type, headers, data, status, error, attempts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		ON CONFLICT (projection, stream, version) DO NOTHING`,
+		projection, stream, version, id, typ, h, it.msg.Data(), status, truncate(msg, 2000), 0)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
