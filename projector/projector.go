@@ -123,23 +123,85 @@ func NewRunner(pool *pgxpool.Pool, nc *nats.Conn, codec *events.Codec, proj Proj
 }
 
 // Run runs the projection until ctx ends: it claims up to MaxPartitions partitions and consumes each.
-// It returns nil when ctx ends.
+// All of its partition locks live on one dedicated connection; if that connection fails, every
+// partition stops and is claimed again on a new one. It returns nil when ctx ends.
 func (r *Runner) Run(ctx context.Context) error {
 	js, err := jetstream.New(r.nc)
 	if err != nil {
 		return fmt.Errorf("projector %s: %w", r.proj.Name(), err)
 	}
-	owned := make(chan struct{}, r.cfg.MaxPartitions)
-	var wg sync.WaitGroup
-	for p := range max(r.cfg.Partitions, 1) {
-		wg.Go(func() { r.runPartition(ctx, js, p, owned) })
+	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
+	for ctx.Err() == nil {
+		err := r.session(ctx, js)
+		if ctx.Err() != nil {
+			break
+		}
+		r.log.Warn("lock session lost; claiming partitions again", "err", err)
+		if retry.Wait(ctx) != nil {
+			break
+		}
 	}
-	wg.Wait()
 	return nil
 }
 
+// locks is the connection that holds a runner's partition locks. pgx connections are not safe
+// for concurrent use, hence the mutex.
+type locks struct {
+	mu   sync.Mutex
+	conn *pgx.Conn
+}
+
+func (l *locks) query(ctx context.Context, sql string, args ...any) (int64, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var id int64
+	var got bool
+	err := l.conn.QueryRow(ctx, sql, args...).Scan(&id, &got)
+	return id, got, err
+}
+
+// session claims and consumes partitions on one lock connection until it fails or ctx ends.
+func (r *Runner) session(ctx context.Context, js jetstream.JetStream) error {
+	pooled, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	l := &locks{conn: pooled.Hijack()} // its session owns the locks: it must never be shared
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = l.conn.Close(cctx) // closing the session releases every lock it holds
+	}()
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	owned := make(chan struct{}, r.cfg.MaxPartitions)
+	var wg sync.WaitGroup
+	for p := range max(r.cfg.Partitions, 1) {
+		wg.Go(func() { r.runPartition(sctx, js, l, p, owned) })
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for sctx.Err() == nil {
+		select {
+		case <-sctx.Done():
+		case <-t.C:
+			pctx, pcancel := context.WithTimeout(sctx, 3*time.Second)
+			l.mu.Lock()
+			err := l.conn.Ping(pctx)
+			l.mu.Unlock()
+			pcancel()
+			if err != nil && sctx.Err() == nil {
+				cancel(fmt.Errorf("lock connection: %w", err))
+			}
+		}
+	}
+	wg.Wait()
+	return context.Cause(sctx)
+}
+
 // runPartition owns partition p whenever it can, and consumes it while it does.
-func (r *Runner) runPartition(ctx context.Context, js jetstream.JetStream, p int, owned chan struct{}) {
+func (r *Runner) runPartition(ctx context.Context, js jetstream.JetStream, l *locks, p int, owned chan struct{}) {
 	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	for ctx.Err() == nil {
 		select {
@@ -147,7 +209,7 @@ func (r *Runner) runPartition(ctx context.Context, js jetstream.JetStream, p int
 		case <-ctx.Done():
 			return
 		}
-		err := r.own(ctx, js, p)
+		err := r.own(ctx, js, l, p)
 		<-owned
 		if ctx.Err() != nil {
 			return
@@ -163,65 +225,31 @@ func (r *Runner) runPartition(ctx context.Context, js jetstream.JetStream, p int
 	}
 }
 
-// own waits for partition p's lock and consumes the partition while holding it. It returns nil
-// without consuming when another process holds the lock (after ClaimPoll).
-func (r *Runner) own(ctx context.Context, js jetstream.JetStream, p int) error {
-	conn, err := r.pool.Acquire(ctx)
+// own takes partition p's lock and consumes the partition while holding it. When another process
+// holds the lock it waits ClaimPoll and returns nil.
+func (r *Runner) own(ctx context.Context, js jetstream.JetStream, l *locks, p int) error {
+	key := fmt.Sprintf("strata.projector:%s/%d", r.proj.Name(), p)
+	id, got, err := l.query(ctx, `SELECT id, pg_try_advisory_lock(id)
+		FROM (SELECT hashtextextended(coalesce(current_schema(), '') || '/' || $1, 0) AS id) AS k`, key)
 	if err != nil {
 		return err
 	}
-	key := fmt.Sprintf("strata.projector:%s/%d", r.proj.Name(), p)
-	var id int64
-	var got bool
-	err = conn.QueryRow(ctx, `SELECT id, pg_try_advisory_lock(id)
-		FROM (SELECT hashtextextended(coalesce(current_schema(), '') || '/' || $1, 0) AS id) AS k`, key).Scan(&id, &got)
-	if err != nil || !got {
-		conn.Release()
-		if err == nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(r.cfg.ClaimPoll):
-			}
+	if !got {
+		select {
+		case <-ctx.Done():
+		case <-time.After(r.cfg.ClaimPoll):
 		}
-		return err
+		return nil
 	}
 	defer func() {
-		uctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, id); err != nil {
-			_ = conn.Conn().Close(uctx)
-		}
-		conn.Release()
-	}()
-
-	lockCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() { // the lock is the session's: lose the connection, lose the partition
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-lockCtx.Done():
-				return
-			case <-t.C:
-				pctx, pcancel := context.WithTimeout(lockCtx, 3*time.Second)
-				err := conn.Ping(pctx)
-				pcancel()
-				if err != nil && lockCtx.Err() == nil {
-					cancel(fmt.Errorf("lost partition lock: %w", err))
-					return
-				}
-			}
-		}
+		_, _, _ = l.query(uctx, `SELECT $1::bigint, pg_advisory_unlock($1)`, id)
 	}()
 	r.log.Info("consuming partition", "partition", p)
 	r.m.partitions.Inc()
 	defer r.m.partitions.Dec()
-	err = r.consume(lockCtx, js, p)
-	if cause := context.Cause(lockCtx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
-	}
-	return err
+	return r.consume(ctx, js, p)
 }
 
 func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {

@@ -40,6 +40,11 @@ type config struct {
 
 	RelayAddr        string
 	RelayMaxInFlight int
+
+	NATSPartitions         int
+	ProjectorMaxPartitions int
+	QueryAddr              string
+	AdminAddr              string
 }
 
 // loadConfig reads the environment through getenv and validates it, reporting every problem at once.
@@ -108,6 +113,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 		NATSMaxAge:        dur("NATS_MAX_AGE", 7*24*time.Hour),
 		RelayAddr:         str("RELAY_ADDR", ":8083"),
 		RelayMaxInFlight:  int(integer("RELAY_MAX_IN_FLIGHT", 4096)),
+		NATSPartitions:    int(integer("NATS_PARTITIONS", 8)),
+		QueryAddr:         str("QUERY_ADDR", ":8081"),
+		AdminAddr:         str("ADMIN_ADDR", ":8082"),
+	}
+	if v := getenv("PROJECTOR_MAX_PARTITIONS"); v != "" {
+		c.ProjectorMaxPartitions = int(integer("PROJECTOR_MAX_PARTITIONS", 0))
 	}
 	if v := getenv("NATS_SYNC_INTERVAL"); v != "" {
 		c.NATSSyncInterval = dur("NATS_SYNC_INTERVAL", 0)
@@ -140,8 +151,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if strings.ContainsAny(c.NATSSubjectPrefix, " .*>") {
 		errs = append(errs, fmt.Errorf("NATS_SUBJECT_PREFIX=%q: one subject token, without '.', '*', '>' or spaces", c.NATSSubjectPrefix))
 	}
-	if _, _, err := net.SplitHostPort(c.RelayAddr); err != nil {
-		errs = append(errs, fmt.Errorf("RELAY_ADDR=%q: want host:port or :port", c.RelayAddr))
+	for name, addr := range map[string]string{"RELAY_ADDR": c.RelayAddr, "QUERY_ADDR": c.QueryAddr, "ADMIN_ADDR": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want host:port or :port", name, addr))
+		}
+	}
+	if c.NATSPartitions > 1024 {
+		errs = append(errs, fmt.Errorf("NATS_PARTITIONS=%d: at most 1024", c.NATSPartitions))
 	}
 	if c.DatabaseURL == "" {
 		errs = append(errs, errors.New("DATABASE_URL is required (make run starts a local PostgreSQL and sets it)"))

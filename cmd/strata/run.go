@@ -75,6 +75,86 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 	})
 
+	root.AddCommand(&cobra.Command{
+		Use:   "projector",
+		Short: "Run the projectors that keep the read models",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup()
+			if err != nil {
+				return err
+			}
+			return runServices(ctx, cfg, log, projectorService)
+		},
+	})
+
+	root.AddCommand(&cobra.Command{
+		Use:   "query",
+		Short: "Run the REST query service",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup()
+			if err != nil {
+				return err
+			}
+			return runServices(ctx, cfg, log, queryService)
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "admin",
+		Short: "Run the admin API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup()
+			if err != nil {
+				return err
+			}
+			return runServices(ctx, cfg, log, adminService)
+		},
+	})
+
+	dlq := &cobra.Command{Use: "dlq", Short: "List, retry and skip events parked in the dead-letter store"}
+	dlq.AddCommand(&cobra.Command{
+		Use: "list", Short: "List parked events", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := setup()
+			if err != nil {
+				return err
+			}
+			return dlqList(ctx, cfg, stdout)
+		},
+	})
+	for _, skip := range []bool{false, true} {
+		use, short := "retry ID", "Apply a parked event and those waiting behind it again"
+		if skip {
+			use, short = "skip ID", "Drop a parked event and apply those waiting behind it"
+		}
+		dlq.AddCommand(&cobra.Command{
+			Use: use, Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cfg, _, err := setup()
+				if err != nil {
+					return err
+				}
+				return dlqRelease(ctx, cfg, stdout, args[0], skip)
+			},
+		})
+	}
+	root.AddCommand(dlq)
+
+	projectionsCmd := &cobra.Command{Use: "projections", Short: "Projection status"}
+	projectionsCmd.AddCommand(&cobra.Command{
+		Use: "list", Short: "List projections with their checkpoint, lag and dead letters", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup()
+			if err != nil {
+				return err
+			}
+			return projectionsList(ctx, cfg, log, stdout)
+		},
+	})
+	root.AddCommand(projectionsCmd)
+
 	migrate := &cobra.Command{Use: "migrate", Short: "Schema and event migrations"}
 	migrate.AddCommand(&cobra.Command{
 		Use:   "schema",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/strata-dev/strata/admin"
 	"github.com/strata-dev/strata/command"
 	"github.com/strata-dev/strata/events"
 	"github.com/strata-dev/strata/eventstore"
@@ -24,6 +26,9 @@ import (
 	"github.com/strata-dev/strata/internal/broker"
 	"github.com/strata-dev/strata/internal/platform"
 	"github.com/strata-dev/strata/migrations"
+	"github.com/strata-dev/strata/projector"
+	readmodel "github.com/strata-dev/strata/projector/postgres"
+	"github.com/strata-dev/strata/query"
 	"github.com/strata-dev/strata/relay"
 )
 
@@ -46,14 +51,23 @@ type service struct {
 }
 
 var (
-	commandService = service{name: "command", start: startCommand}
-	relayService   = service{name: "relay", needsNATS: true, start: startRelay}
+	commandService   = service{name: "command", start: startCommand}
+	relayService     = service{name: "relay", needsNATS: true, start: startRelay}
+	projectorService = service{name: "projector", needsNATS: true, start: startProjectors}
+	adminService     = service{name: "admin", needsNATS: true, start: startAdmin}
+	queryService     = service{name: "query", start: startQuery}
 )
+
+// projections are the read models this deployment keeps.
+func projections() []projector.Projection {
+	return []projector.Projection{readmodel.Products{}, readmodel.Orders{}}
+}
 
 // runServices opens the shared resources, starts every service, and waits until ctx ends or one of
 // them fails.
 func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...service) error {
-	pool, storePool, closePools, err := openPools(ctx, cfg, "strata", 0)
+	// pgx defaults to four connections on a small machine; one process here runs several services.
+	pool, storePool, closePools, err := openPools(ctx, cfg, "strata", 32)
 	if err != nil {
 		return err
 	}
@@ -123,6 +137,7 @@ func openNATS(ctx context.Context, cfg config, log *slog.Logger) (nc *nats.Conn,
 		_, err = broker.EnsureStream(ctx, js, broker.StreamConfig{
 			Name: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix, Replicas: cfg.NATSReplicas,
 			Duplicates: cfg.NATSDuplicates, MaxAge: cfg.NATSMaxAge, MaxBytes: cfg.NATSMaxBytes,
+			Partitions: cfg.NATSPartitions,
 		})
 	}
 	if err != nil {
@@ -145,14 +160,9 @@ func startCommand(ctx context.Context, g *errgroup.Group, d deps) error {
 		Registry:     d.registry,
 		Ready:        []platform.Check{{Name: "database", Run: d.pool.Ping}},
 	})
-	ln, err := net.Listen("tcp", d.cfg.CommandAddr)
-	if err != nil {
-		return fmt.Errorf("command service: %w", err)
+	if err := listen(ctx, g, d, "command", d.cfg.CommandAddr, h); err != nil {
+		return err
 	}
-	d.log.Info("listening", "service", "command", "addr", ln.Addr().String())
-	g.Go(func() error {
-		return platform.Serve(ctx, platform.NewServer(h, d.log), ln, d.cfg.ShutdownGrace)
-	})
 	g.Go(func() error {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
@@ -189,20 +199,65 @@ func startRelay(ctx context.Context, g *errgroup.Group, d deps) error {
 			}
 			return nil
 		}})
-	ln, err := net.Listen("tcp", d.cfg.RelayAddr)
-	if err != nil {
+	if err := listen(ctx, g, d, "relay", d.cfg.RelayAddr, router); err != nil {
 		return err
 	}
-	d.log.Info("listening", "service", "relay", "addr", ln.Addr().String())
-	g.Go(func() error { return platform.Serve(ctx, platform.NewServer(router, d.log), ln, d.cfg.ShutdownGrace) })
 	g.Go(func() error { return r.Run(ctx) })
 	return nil
 }
 
+// startProjectors runs every projection.
+func startProjectors(ctx context.Context, g *errgroup.Group, d deps) error {
+	for _, p := range projections() {
+		r, err := projector.NewRunner(d.pool, d.nc, d.codec, p, projector.Config{
+			Stream: d.cfg.NATSStream, SubjectPrefix: d.cfg.NATSSubjectPrefix,
+			Partitions: d.cfg.NATSPartitions, MaxPartitions: d.cfg.ProjectorMaxPartitions,
+		}, d.log, d.registry)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return r.Run(ctx) })
+	}
+	d.log.Info("projecting", "service", "projector", "projections", len(projections()), "partitions", d.cfg.NATSPartitions)
+	return nil
+}
+
+// startQuery runs the query service and its listener for projector progress.
+func startQuery(ctx context.Context, g *errgroup.Group, d deps) error {
+	waiter := query.NewWaiter(d.pool, d.log.With("service", "query"))
+	g.Go(func() error { return waiter.Run(ctx) })
+	h := query.NewHandler(d.pool, waiter, query.HandlerOptions{Logger: d.log.With("service", "query"), Registry: d.registry})
+	return listen(ctx, g, d, "query", d.cfg.QueryAddr, h)
+}
+
+// startAdmin runs the admin API.
+func startAdmin(ctx context.Context, g *errgroup.Group, d deps) error {
+	js, err := jetstream.New(d.nc)
+	if err != nil {
+		return err
+	}
+	h := admin.NewHandler(d.pool, js, projector.NewDeadLetters(d.pool, d.codec, projections()...), admin.Options{
+		Projections: projections(), Partitions: d.cfg.NATSPartitions, Stream: d.cfg.NATSStream,
+		Logger: d.log.With("service", "admin"), Registry: d.registry,
+		Ready: []platform.Check{{Name: "database", Run: d.pool.Ping}},
+	})
+	return listen(ctx, g, d, "admin", d.cfg.AdminAddr, h)
+}
+
+// listen serves h on addr until ctx ends, logging one line when it is ready.
+func listen(ctx context.Context, g *errgroup.Group, d deps, name, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	d.log.Info("listening", "service", name, "addr", ln.Addr().String())
+	g.Go(func() error { return platform.Serve(ctx, platform.NewServer(h, d.log), ln, d.cfg.ShutdownGrace) })
+	return nil
+}
+
 // runDev runs every service in one process, with the embedded NATS server unless NATS_URL is set.
-// Later services (projectors, query, admin) join here as they are built.
 func runDev(ctx context.Context, cfg config, log *slog.Logger) error {
-	return runServices(ctx, cfg, log, commandService, relayService)
+	return runServices(ctx, cfg, log, commandService, relayService, projectorService, queryService, adminService)
 }
 
 // migrateSchema applies every schema migration and exits.
@@ -243,5 +298,5 @@ func applyMigrations(ctx context.Context, pool, storePool *pgxpool.Pool) error {
 	if err := postgres.Migrate(ctx, storePool); err != nil {
 		return err
 	}
-	return migrations.Apply(ctx, pool, migrations.Command, migrations.Relay)
+	return migrations.Apply(ctx, pool, migrations.Command, migrations.Relay, migrations.ReadModel)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/strata-dev/strata/domain"
 	"github.com/strata-dev/strata/eventstore"
+	"github.com/strata-dev/strata/internal/consistency"
 )
 
 // Errors of the HTTP edge that are not domain or store errors. Wrap them with the detail a client
@@ -84,6 +85,8 @@ func FromError(err error) Problem {
 		return Problem{Type: typeBase + "conflict", Title: "Concurrent modification", Status: http.StatusConflict, Detail: err.Error()}
 	case errors.Is(err, ErrMalformed):
 		return Problem{Type: typeBase + "malformed-request", Title: "Malformed request", Status: http.StatusBadRequest, Detail: err.Error()}
+	case errors.Is(err, consistency.ErrMalformed):
+		return Problem{Type: typeBase + "malformed-consistency-token", Title: "Malformed consistency token", Status: http.StatusBadRequest, Detail: err.Error()}
 	case errors.Is(err, ErrUnsupportedMediaType):
 		return Problem{Type: typeBase + "unsupported-media-type", Title: "Unsupported media type", Status: http.StatusUnsupportedMediaType, Detail: err.Error()}
 	case errors.Is(err, ErrTooLarge):

@@ -1,0 +1,204 @@
+// Package admin is strata's operator API (DESIGN section 6): projection status and the dead-letter
+// store. It reads the projections' bookkeeping tables and JetStream consumer state.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dev/strata/domain"
+	"github.com/strata-dev/strata/internal/platform"
+	"github.com/strata-dev/strata/internal/problem"
+	"github.com/strata-dev/strata/projector"
+)
+
+// ProjectionStatus is one projection as GET /v1/projections reports it.
+type ProjectionStatus struct {
+	Name    string `json:"name"`
+	Backend string `json:"backend"`
+	// Status is live (consuming), stopped (no partition consumed), or rebuilding.
+	Status string `json:"status"`
+	// Checkpoint is the position of the last applied event, over all partitions.
+	Checkpoint string `json:"checkpoint"`
+	// LagEvents is what JetStream holds for the projection and has not delivered and acknowledged.
+	LagEvents uint64 `json:"lag_events"`
+	// LagSeconds is the age of the oldest partition checkpoint while there is lag; 0 when caught up.
+	LagSeconds    float64 `json:"lag_seconds"`
+	DeadLetters   int     `json:"dead_letters"`
+	ActiveVersion int     `json:"active_version"`
+}
+
+// Options configure [NewHandler].
+type Options struct {
+	// Projections are the projections this deployment runs, with their partition count.
+	Projections []projector.Projection
+	Partitions  int
+	Stream      string
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry
+	Ready       []platform.Check
+}
+
+type api struct {
+	pool *pgxpool.Pool
+	js   jetstream.JetStream
+	dl   *projector.DeadLetters
+	opts Options
+}
+
+// NewHandler returns the admin API.
+func NewHandler(pool *pgxpool.Pool, js jetstream.JetStream, dl *projector.DeadLetters, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	a := &api{pool: pool, js: js, dl: dl, opts: opts}
+	r := mux.NewRouter()
+	mw := platform.Middleware(opts.Logger, platform.NewHTTPMetrics(opts.Registry, "admin"), 64)
+	r.Use(mw)
+	platform.HandleHealth(r, opts.Registry, opts.Ready...)
+	handle := func(path, method string, h func(http.ResponseWriter, *http.Request) error) {
+		r.Handle(path, a.handle(h)).Methods(method)
+	}
+	handle("/v1/projections", http.MethodGet, a.projections)
+	handle("/v1/dead-letters", http.MethodGet, a.deadLetters)
+	handle("/v1/dead-letters/{id}/retry", http.MethodPost, a.retry)
+	handle("/v1/dead-letters/{id}/skip", http.MethodPost, a.skip)
+	r.NotFoundHandler = mw(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		problem.Write(w, req, problem.FromError(fmt.Errorf("no route %s %s: %w", req.Method, req.URL.Path, domain.ErrNotFound)))
+	}))
+	return r
+}
+
+func (a *api) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			p := problem.FromError(err)
+			if p.Status >= 500 {
+				a.opts.Logger.Error("admin request failed", "route", r.URL.Path, "err", err)
+			}
+			problem.Write(w, r, p)
+		}
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// Status reports every projection.
+func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stream string, partitions int, projections []projector.Projection) ([]ProjectionStatus, error) {
+	out := make([]ProjectionStatus, 0, len(projections))
+	for _, p := range projections {
+		s := ProjectionStatus{Name: p.Name(), Backend: "postgres", Status: "stopped", ActiveVersion: 1}
+		var oldest *time.Time
+		rows, err := pool.Query(ctx, `SELECT position, updated_at FROM projection_checkpoints WHERE projection = $1 ORDER BY stream_sequence DESC`, p.Name())
+		if err != nil {
+			return nil, fmt.Errorf("projection %s: %w", p.Name(), err)
+		}
+		for i := 0; rows.Next(); i++ {
+			var pos string
+			var at time.Time
+			if err := rows.Scan(&pos, &at); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if i == 0 {
+				s.Checkpoint = pos
+			}
+			if oldest == nil || at.Before(*oldest) {
+				oldest = &at
+			}
+		}
+		rows.Close()
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE projection = $1`, p.Name()).Scan(&s.DeadLetters); err != nil {
+			return nil, err
+		}
+		for part := range max(partitions, 1) {
+			c, err := js.Consumer(ctx, stream, fmt.Sprintf("%s-p%d", p.Name(), part))
+			if err != nil {
+				continue // not created yet: nothing consumed this partition so far
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				continue
+			}
+			s.LagEvents += info.NumPending + uint64(info.NumAckPending)
+			if info.NumWaiting > 0 || info.PushBound {
+				s.Status = "live"
+			}
+		}
+		if s.LagEvents > 0 && oldest != nil {
+			s.LagSeconds = time.Since(*oldest).Seconds()
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (a *api) projections(w http.ResponseWriter, r *http.Request) error {
+	st, err := Status(r.Context(), a.pool, a.js, a.opts.Stream, a.opts.Partitions, a.opts.Projections)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"items": st})
+}
+
+func (a *api) deadLetters(w http.ResponseWriter, r *http.Request) error {
+	list, err := a.dl.List(r.Context(), 500)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []projector.DeadLetter{}
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"items": list})
+}
+
+func deadLetterID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(mux.Vars(r)["id"], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("dead letter %q: %w", mux.Vars(r)["id"], domain.ErrNotFound)
+	}
+	return id, nil
+}
+
+func (a *api) retry(w http.ResponseWriter, r *http.Request) error {
+	return a.release(w, r, a.dl.Retry)
+}
+
+func (a *api) skip(w http.ResponseWriter, r *http.Request) error {
+	return a.release(w, r, a.dl.Skip)
+}
+
+func (a *api) release(w http.ResponseWriter, r *http.Request, do func(context.Context, int64) error) error {
+	id, err := deadLetterID(r)
+	if err != nil {
+		return err
+	}
+	if err := do(r.Context(), id); err != nil {
+		if errors.Is(err, projector.ErrNoDeadLetter) {
+			return fmt.Errorf("%v: %w", err, domain.ErrNotFound)
+		}
+		// The event still fails: that is the state of the read model, not a fault of this request.
+		return fmt.Errorf("%v: %w", err, domain.ErrRule)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "released": true})
+}
+
