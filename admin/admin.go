@@ -201,4 +201,3 @@ func (a *api) release(w http.ResponseWriter, r *http.Request, do func(context.Co
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "released": true})
 }
-
