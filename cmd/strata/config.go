@@ -172,7 +172,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 		switch u.Scheme {
 		case "postgres", "postgresql":
 		case "esdb", "esdb+discover":
-			errs = append(errs, errors.New("EVENTSTORE_URL: the EventStoreDB adapter is not available in this build yet; use postgres://"))
 		default:
 			errs = append(errs, fmt.Errorf("EVENTSTORE_URL: scheme %q: want postgres:// or esdb://", u.Scheme))
 		}
@@ -186,6 +185,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel))
 	}
 	return c, errors.Join(errs...)
+}
+
+// eventStoreIsESDB reports whether EVENTSTORE_URL names an EventStoreDB server.
+func (c config) eventStoreIsESDB() bool {
+	return strings.HasPrefix(c.EventStoreURL, "esdb://") || strings.HasPrefix(c.EventStoreURL, "esdb+discover://")
 }
 
 func checkPostgresURL(s string) error {

@@ -41,9 +41,13 @@ func TestConfigReportsEveryProblemAtOnce(t *testing.T) {
 	}
 }
 
-func TestConfigRefusesEventStoreDBUntilItsAdapterExists(t *testing.T) {
-	_, err := loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db", "EVENTSTORE_URL": "esdb://localhost:2113"}))
-	require.ErrorContains(t, err, "EventStoreDB")
+func TestConfigEventStoreDB(t *testing.T) {
+	cfg, err := loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db", "EVENTSTORE_URL": "esdb://localhost:2113?tls=false"}))
+	require.NoError(t, err)
+	require.True(t, cfg.eventStoreIsESDB())
+	cfg, err = loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db"}))
+	require.NoError(t, err)
+	require.False(t, cfg.eventStoreIsESDB())
 }
 
 func TestConfigNATS(t *testing.T) {

@@ -9,7 +9,7 @@
 // at once:
 //
 //	DATABASE_URL          PostgreSQL for the command service's tables and read models (required)
-//	EVENTSTORE_URL        event store: postgres://… (default: DATABASE_URL); esdb://… is not yet supported
+//	EVENTSTORE_URL        event store: postgres://… (default: DATABASE_URL) or esdb://… (EventStoreDB)
 //	STRATA_DATA_DIR       directory for local state (default .data)
 //	COMMAND_ADDR          command service listener (default :8080)
 //	LOG_LEVEL             debug, info, warn or error (default info)

@@ -22,6 +22,7 @@ import (
 	"github.com/strata-dev/strata/command"
 	"github.com/strata-dev/strata/events"
 	"github.com/strata-dev/strata/eventstore"
+	"github.com/strata-dev/strata/eventstore/esdb"
 	"github.com/strata-dev/strata/eventstore/postgres"
 	"github.com/strata-dev/strata/internal/broker"
 	"github.com/strata-dev/strata/internal/platform"
@@ -77,7 +78,10 @@ func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...
 			return err
 		}
 	}
-	store := postgres.New(storePool, postgres.Options{Logger: log})
+	store, err := openStore(ctx, cfg, storePool, log)
+	if err != nil {
+		return err
+	}
 	defer store.Close()
 	codec, err := events.NewCommerceCodec()
 	if err != nil {
@@ -274,12 +278,15 @@ func migrateSchema(ctx context.Context, cfg config, log *slog.Logger) error {
 	return nil
 }
 
-// openPools opens DATABASE_URL's pool and the event store's, which is the same pool unless
-// EVENTSTORE_URL names another database.
+// openPools opens DATABASE_URL's pool and the PostgreSQL event store's, which is the same pool
+// unless EVENTSTORE_URL names another database, and nil when the event store is EventStoreDB.
 func openPools(ctx context.Context, cfg config, name string, maxConns int32) (pool, storePool *pgxpool.Pool, closeAll func(), err error) {
 	pool, err = platform.OpenPool(ctx, cfg.DatabaseURL, name, maxConns)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if cfg.eventStoreIsESDB() {
+		return pool, nil, pool.Close, nil
 	}
 	if cfg.EventStoreURL == cfg.DatabaseURL {
 		return pool, pool, pool.Close, nil
@@ -292,11 +299,28 @@ func openPools(ctx context.Context, cfg config, name string, maxConns int32) (po
 	return pool, storePool, func() { storePool.Close(); pool.Close() }, nil
 }
 
+// openStore opens the event store EVENTSTORE_URL names: EventStoreDB, or PostgreSQL on storePool.
+func openStore(ctx context.Context, cfg config, storePool *pgxpool.Pool, log *slog.Logger) (eventstore.Store, error) {
+	if !cfg.eventStoreIsESDB() {
+		return postgres.New(storePool, postgres.Options{Logger: log}), nil
+	}
+	// Open waits for the server; give it a bound so that a wrong URL fails the start-up clearly.
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := esdb.Open(octx, cfg.EventStoreURL, esdb.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	return s, nil
+}
+
 // applyMigrations brings the event store schema (in the event store's database) and the command
 // service's tables (in DATABASE_URL's) up to date.
 func applyMigrations(ctx context.Context, pool, storePool *pgxpool.Pool) error {
-	if err := postgres.Migrate(ctx, storePool); err != nil {
-		return err
+	if storePool != nil {
+		if err := postgres.Migrate(ctx, storePool); err != nil {
+			return err
+		}
 	}
 	return migrations.Apply(ctx, pool, migrations.Command, migrations.Relay, migrations.ReadModel)
 }
