@@ -53,6 +53,11 @@ vet: ## Run go vet
 test: vet ## Run all tests with -race against PostgreSQL (deploy/postgres.sh, or $DATABASE_URL)
 	$(WITH_DB) $(GO) test -race -count=1 -timeout 12m $(RUN_FLAG) $(TESTFLAGS) $(PKG)
 
+.PHONY: test-esdb
+test-esdb: ## Run the event store contract suite against a real EventStoreDB (ESDB_URL, default: the compose one)
+	ESDB_URL="$${ESDB_URL:-esdb://admin:changeit@localhost:2113?tls=false}" \
+		$(GO) test -race -count=1 -run 'TestContract' -v ./eventstore/esdb/ | grep -E '^(=== RUN|--- |ok|FAIL|PASS)'
+
 .PHONY: stress
 stress: ## Repeat the concurrency and fault tests (STRESS_COUNT=30, RELAY_STRESS_COUNT=5 for relay crash/restart/cluster)
 	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \

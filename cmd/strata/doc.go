@@ -3,6 +3,11 @@
 //	strata dev               every service in one process on embedded defaults (make run)
 //	strata command           the REST command service
 //	strata relay             the relay from the event store to NATS JetStream
+//	strata projector         the projectors that keep the read models
+//	strata query             the REST query service
+//	strata admin             the admin API
+//	strata projections list  projection status: checkpoint, lag, dead letters
+//	strata dlq list|retry|skip   the dead-letter store
 //	strata migrate schema    create or update the PostgreSQL schemas, then exit
 //
 // Configuration comes from environment variables, all validated at start-up, every problem reported
@@ -12,6 +17,8 @@
 //	EVENTSTORE_URL        event store: postgres://… (default: DATABASE_URL) or esdb://… (EventStoreDB)
 //	STRATA_DATA_DIR       directory for local state (default .data)
 //	COMMAND_ADDR          command service listener (default :8080)
+//	QUERY_ADDR            query service listener (default :8081)
+//	ADMIN_ADDR            admin API listener (default :8082)
 //	LOG_LEVEL             debug, info, warn or error (default info)
 //	SHUTDOWN_GRACE        time in-flight requests get on shutdown (default 10s)
 //	COMMAND_MAX_BODY      request body limit in bytes (default 1048576)
@@ -31,4 +38,6 @@
 //	NATS_MAX_BYTES        stream retention by size in bytes (default unlimited)
 //	RELAY_ADDR            relay health and metrics listener (default :8083)
 //	RELAY_MAX_IN_FLIGHT   publishes awaiting an ack (default 4096)
+//	NATS_PARTITIONS       partitions of the events stream, shared out among projector processes (default 8)
+//	PROJECTOR_MAX_PARTITIONS   most partitions one projector process consumes (default all)
 package main
