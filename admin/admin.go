@@ -19,7 +19,6 @@ import (
 
 	"github.com/strata-dev/strata/domain"
 	"github.com/strata-dev/strata/internal/platform"
-	"github.com/strata-dev/strata/internal/problem"
 	"github.com/strata-dev/strata/projector"
 )
 
@@ -71,28 +70,14 @@ func NewHandler(pool *pgxpool.Pool, js jetstream.JetStream, dl *projector.DeadLe
 	r.Use(mw)
 	platform.HandleHealth(r, opts.Registry, opts.Ready...)
 	handle := func(path, method string, h func(http.ResponseWriter, *http.Request) error) {
-		r.Handle(path, a.handle(h)).Methods(method)
+		r.Handle(path, platform.Handle(a.opts.Logger, h)).Methods(method)
 	}
 	handle("/v1/projections", http.MethodGet, a.projections)
 	handle("/v1/dead-letters", http.MethodGet, a.deadLetters)
 	handle("/v1/dead-letters/{id}/retry", http.MethodPost, a.retry)
 	handle("/v1/dead-letters/{id}/skip", http.MethodPost, a.skip)
-	r.NotFoundHandler = mw(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		problem.Write(w, req, problem.FromError(fmt.Errorf("no route %s %s: %w", req.Method, req.URL.Path, domain.ErrNotFound)))
-	}))
+	platform.HandleUnmatched(r, mw)
 	return r
-}
-
-func (a *api) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
-			p := problem.FromError(err)
-			if p.Status >= 500 {
-				a.opts.Logger.Error("admin request failed", "route", r.URL.Path, "err", err)
-			}
-			problem.Write(w, r, p)
-		}
-	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

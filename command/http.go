@@ -75,7 +75,7 @@ func NewHandler(svc *Service, idem *Idempotency, opts HandlerOptions) http.Handl
 	// Full paths on the root router, not a /v1 subrouter: mux 1.8.1 forgets a method mismatch in a
 	// subrouter when a later route of it shares the prefix, and answers 404 instead of 405.
 	route := func(path string, h func(http.ResponseWriter, *http.Request) error) {
-		r.Handle(path, idem.middleware(opts.MaxBodyBytes, opts.Logger, a.handle(h))).Methods(http.MethodPost)
+		r.Handle(path, idem.middleware(opts.MaxBodyBytes, opts.Logger, platform.Handle(a.log, h))).Methods(http.MethodPost)
 	}
 	route("/v1/products", a.createProduct)
 	route("/v1/products/{id}/rename", a.renameProduct)
@@ -86,50 +86,8 @@ func NewHandler(svc *Service, idem *Idempotency, opts HandlerOptions) http.Handl
 	route("/v1/orders/{id}/cancel", a.cancelOrder)
 	route("/v1/orders/{id}/ship", a.shipOrder)
 
-	notFound := func(w http.ResponseWriter, req *http.Request) {
-		problem.Write(w, req, problem.FromError(fmt.Errorf("no route %s %s: %w", req.Method, req.URL.Path, domain.ErrNotFound)))
-	}
-	// mux applies r.Use only to matched routes; without wrapping these, 404s and 405s would get no
-	// request id, no log line, no metrics and no load shedding.
-	r.NotFoundHandler = middleware(http.HandlerFunc(notFound))
-	r.MethodNotAllowedHandler = middleware(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		// RFC 9110 requires a 405 to say what is allowed.
-		w.Header().Set("Allow", strings.Join(allowedMethods(r, req), ", "))
-		p := problem.Problem{Type: "https://strata.dev/problems/method-not-allowed", Title: "Method not allowed",
-			Status: http.StatusMethodNotAllowed, Detail: req.Method + " is not allowed on " + req.URL.Path}
-		problem.Write(w, req, p)
-	}))
+	platform.HandleUnmatched(r, middleware)
 	return r
-}
-
-// allowedMethods lists the methods r routes for req's path.
-func allowedMethods(r *mux.Router, req *http.Request) []string {
-	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		probe := req.Clone(req.Context())
-		probe.Method = m
-		var match mux.RouteMatch
-		if r.Match(probe, &match) && match.MatchErr == nil {
-			allowed = append(allowed, m)
-		}
-	}
-	return allowed
-}
-
-// handle adapts a handler that returns an error: the error becomes a problem response, and server
-// faults are logged once, here.
-func (a *api) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
-		if err == nil {
-			return
-		}
-		p := problem.FromError(err)
-		if p.Status >= 500 {
-			a.log.Error("command failed", "route", r.URL.Path, "request_id", r.Header.Get(platform.HeaderRequestID), "err", err)
-		}
-		problem.Write(w, r, p)
-	})
 }
 
 // request collects what every command carries from the HTTP request.

@@ -166,7 +166,7 @@ func NewHandler(pool *pgxpool.Pool, waiter *Waiter, opts HandlerOptions) http.Ha
 	// Full paths on the root router, not a /v1 subrouter: mux 1.8.1 forgets a method mismatch in a
 	// subrouter when a later route of it shares the prefix, and answers 404 instead of 405.
 	get := func(path string, h func(http.ResponseWriter, *http.Request) error) *mux.Route {
-		return r.Handle(path, a.handle(h)).Methods(http.MethodGet)
+		return r.Handle(path, platform.Handle(a.log, h)).Methods(http.MethodGet)
 	}
 	get("/v1/products", a.listProducts)
 	get("/v1/products/{id}", a.getProduct)
@@ -174,50 +174,8 @@ func NewHandler(pool *pgxpool.Pool, waiter *Waiter, opts HandlerOptions) http.Ha
 	get("/v1/orders/{id}/events", a.orderEvents).Name(eventsRoute)
 	get("/v1/customers/{id}/orders", a.listCustomerOrders)
 
-	notFound := func(w http.ResponseWriter, req *http.Request) {
-		problem.Write(w, req, problem.FromError(fmt.Errorf("no route %s %s: %w", req.Method, req.URL.Path, domain.ErrNotFound)))
-	}
-	// mux applies r.Use only to matched routes; without wrapping these, 404s and 405s would get no
-	// request id, no log line, no metrics and no load shedding.
-	r.NotFoundHandler = requests(http.HandlerFunc(notFound))
-	r.MethodNotAllowedHandler = requests(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		// RFC 9110 requires a 405 to say what is allowed.
-		w.Header().Set("Allow", strings.Join(allowedMethods(r, req), ", "))
-		p := problem.Problem{Type: "https://strata.dev/problems/method-not-allowed", Title: "Method not allowed",
-			Status: http.StatusMethodNotAllowed, Detail: req.Method + " is not allowed on " + req.URL.Path}
-		problem.Write(w, req, p)
-	}))
+	platform.HandleUnmatched(r, requests)
 	return r
-}
-
-// allowedMethods lists the methods r routes for req's path.
-func allowedMethods(r *mux.Router, req *http.Request) []string {
-	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		probe := req.Clone(req.Context())
-		probe.Method = m
-		var match mux.RouteMatch
-		if r.Match(probe, &match) && match.MatchErr == nil {
-			allowed = append(allowed, m)
-		}
-	}
-	return allowed
-}
-
-// handle adapts a handler that returns an error: the error becomes a problem response, and server
-// faults are logged once, here.
-func (a *api) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
-		if err == nil {
-			return
-		}
-		p := problem.FromError(err)
-		if p.Status == http.StatusInternalServerError {
-			a.log.Error("query failed", "route", r.URL.Path, "request_id", r.Header.Get(platform.HeaderRequestID), "err", err)
-		}
-		problem.Write(w, r, p)
-	})
 }
 
 // consistent reads the request's consistency token and waits until projection has applied every

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/strata-dev/strata/domain"
 	"github.com/strata-dev/strata/internal/problem"
 )
 
@@ -179,4 +181,48 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// HandleUnmatched answers the requests no route of r matches: 404, or 405 with the Allow header RFC
+// 9110 requires, as problem+json. It wraps them in mw because mux applies r.Use only to matched
+// routes: without it, these would get no request id, log line, metrics or load shedding.
+func HandleUnmatched(r *mux.Router, mw mux.MiddlewareFunc) {
+	r.NotFoundHandler = mw(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		problem.Write(w, req, problem.FromError(fmt.Errorf("no route %s %s: %w", req.Method, req.URL.Path, domain.ErrNotFound)))
+	}))
+	r.MethodNotAllowedHandler = mw(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Allow", strings.Join(allowedMethods(r, req), ", "))
+		problem.Write(w, req, problem.Problem{Type: "https://strata.dev/problems/method-not-allowed", Title: "Method not allowed",
+			Status: http.StatusMethodNotAllowed, Detail: req.Method + " is not allowed on " + req.URL.Path})
+	}))
+}
+
+// allowedMethods lists the methods r routes for req's path.
+func allowedMethods(r *mux.Router, req *http.Request) []string {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := req.Clone(req.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if r.Match(probe, &match) && match.MatchErr == nil {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
+}
+
+// Handle adapts a handler that returns an error: the error becomes a problem response through the
+// one mapping in internal/problem, and server faults are logged once, here.
+func Handle(log *slog.Logger, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		p := problem.FromError(err)
+		if p.Status >= 500 && p.Status != http.StatusServiceUnavailable {
+			log.Error("request failed", "route", r.URL.Path, "request_id", r.Header.Get(HeaderRequestID), "err", err)
+		}
+		problem.Write(w, r, p)
+	})
 }
