@@ -8,8 +8,9 @@
 //
 // Messages are applied in batches: one transaction queues every statement of the batch in one
 // round trip (pgx.Batch), records each stream's version in projection_streams (the query service's
-// consistency check), moves the partition's checkpoint, and notifies the query service; the messages
-// are acknowledged only after the commit. Read-model statements carry their own version guard
+// consistency check; one statement for the whole batch) and moves the partition's checkpoint. After
+// the commit the projector notifies the query service (outside the transaction, see
+// [Runner.notify]) and acknowledges the messages. Read-model statements carry their own version guard
 // (WHERE version < $version, ON CONFLICT DO NOTHING), so a redelivered batch changes nothing.
 //
 // A batch that fails is applied again one event at a time to find the culprit, which is retried with
@@ -275,7 +276,7 @@ func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
 
 // consume applies partition p's messages in batches until ctx ends or something fails.
 func (r *Runner) consume(ctx context.Context, js jetstream.JetStream, p int) error {
-	cons, err := js.CreateOrUpdateConsumer(ctx, r.cfg.Stream, r.consumerConfig(p))
+	cons, err := r.resumeConsumer(ctx, js, p)
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
@@ -290,8 +291,16 @@ func (r *Runner) consume(ctx context.Context, js jetstream.JetStream, p int) err
 			return err
 		}
 		batch := []jetstream.Msg{first}
+		// BatchWait bounds the wait for the whole batch, not for each message: waiting up to
+		// BatchWait after every message would hold a batch for up to BatchSize × BatchWait while
+		// messages trickle in just under BatchWait apart.
+		deadline := time.Now().Add(r.cfg.BatchWait)
 		for len(batch) < r.cfg.BatchSize {
-			m, err := it.Next(jetstream.NextMaxWait(r.cfg.BatchWait))
+			wait := time.Until(deadline)
+			if wait <= 0 {
+				break
+			}
+			m, err := it.Next(jetstream.NextMaxWait(wait))
 			if err != nil {
 				break // nothing more right now: apply what we have
 			}
@@ -305,6 +314,36 @@ func (r *Runner) consume(ctx context.Context, js jetstream.JetStream, p int) err
 			return fmt.Errorf("ack: %w", err)
 		}
 	}
+}
+
+// resumeConsumer returns partition p's durable consumer, positioned right after the partition's
+// checkpoint. The checkpoint is written in the same transaction as the read model, so it, not the
+// consumer's ack floor, says what was applied: messages a previous owner pulled but never applied
+// stay pending in JetStream, and with ack-all the next owner's first ack would acknowledge them
+// unapplied. So unless the consumer agrees exactly with the checkpoint and has nothing pending, it is
+// recreated to start at checkpoint+1.
+func (r *Runner) resumeConsumer(ctx context.Context, js jetstream.JetStream, p int) (jetstream.Consumer, error) {
+	cfg := r.consumerConfig(p)
+	var checkpoint int64
+	err := r.pool.QueryRow(ctx, `SELECT stream_sequence FROM projection_checkpoints WHERE projection = $1 AND partition = $2`,
+		r.proj.Name(), p).Scan(&checkpoint)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if cons, err := js.Consumer(ctx, r.cfg.Stream, cfg.Durable); err == nil {
+		info, err := cons.Info(ctx)
+		if err == nil && info.NumAckPending == 0 && int64(info.AckFloor.Stream) == checkpoint {
+			return cons, nil
+		}
+		if err := js.DeleteConsumer(ctx, r.cfg.Stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("reset consumer to the checkpoint: %w", err)
+		}
+	}
+	if checkpoint > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = uint64(checkpoint) + 1
+	}
+	return js.CreateConsumer(ctx, r.cfg.Stream, cfg)
 }
 
 // item is a message decoded for applying; err is set when it cannot be decoded (poison).
@@ -392,10 +431,41 @@ const upsertStreamVersion = `
 	ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version
 	WHERE projection_streams.version < excluded.version`
 
+// upsertStreamVersions is upsertStreamVersion for many streams in one statement: $2 and $3 are the
+// streams and their versions, each stream at most once (ON CONFLICT DO UPDATE may not touch a row
+// twice in one statement).
+const upsertStreamVersions = `
+	INSERT INTO projection_streams (projection, stream, version)
+	SELECT $1, s.stream, s.version FROM unnest($2::text[], $3::bigint[]) AS s(stream, version)
+	ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version
+	WHERE projection_streams.version < excluded.version`
+
 // commit runs one transaction over items: events of blocked streams (a parked event earlier in their
-// stream) are parked as waiting, the rest applied (or, with park set, parked as failed), then the
-// checkpoint moves and the query service is notified.
+// stream) are parked as waiting, the rest applied (or, with park set, parked as failed), and the
+// checkpoint moves. After the commit the query service is notified.
 func (r *Runner) commit(ctx context.Context, p int, items []item, park bool) error {
+	if err := r.commitTx(ctx, p, items, park); err != nil {
+		return err
+	}
+	r.notify(ctx)
+	return nil
+}
+
+// notify tells the query service that the projection moved. It runs after the commit, outside the
+// batch's transaction: PostgreSQL serialises the commits of notifying transactions on a
+// database-wide lock held through the commit's WAL flush, so a NOTIFY inside the batch's transaction
+// would serialise the commits of every partition and projection, fsync included, and defeat group
+// commit. Its own transaction writes nothing worth waiting for, so it commits asynchronously. A
+// notification lost to a crash just after the commit costs waiting requests their recheck interval
+// (query.WithRecheckInterval), never a stale read.
+func (r *Runner) notify(ctx context.Context) {
+	_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, NotifyChannel, r.proj.Name())
+	if err != nil && ctx.Err() == nil {
+		r.log.Debug("notify after commit failed; waiting readers fall back to their recheck", "err", err)
+	}
+}
+
+func (r *Runner) commitTx(ctx context.Context, p int, items []item, park bool) error {
 	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		blocked, err := r.blockedStreams(ctx, tx, items)
 		if err != nil {
@@ -403,6 +473,12 @@ func (r *Runner) commit(ctx context.Context, p int, items []item, park bool) err
 		}
 		b := &pgx.Batch{}
 		applied := 0
+		// The highest version applied per stream: projection_streams gets one statement per batch,
+		// not one per event, which halves the statements of a batch. Within the transaction the
+		// order does not matter; readers see the commit.
+		var streams []string
+		var versions []int64
+		latest := map[string]int{}
 		for _, it := range items {
 			stream := it.rec.Stream
 			switch {
@@ -420,9 +496,17 @@ func (r *Runner) commit(ctx context.Context, p int, items []item, park bool) err
 				if err := r.proj.Apply(b, it.env); err != nil {
 					return fmt.Errorf("apply %s %s@%d: %w", it.rec.Type, stream, it.rec.Version, err)
 				}
-				b.Queue(upsertStreamVersion, r.proj.Name(), stream, int64(it.rec.Version))
+				if i, ok := latest[stream]; ok {
+					versions[i] = max(versions[i], int64(it.rec.Version))
+				} else {
+					latest[stream] = len(streams)
+					streams, versions = append(streams, stream), append(versions, int64(it.rec.Version))
+				}
 				applied++
 			}
+		}
+		if len(streams) > 0 {
+			b.Queue(upsertStreamVersions, r.proj.Name(), streams, versions)
 		}
 		last := items[len(items)-1]
 		if meta, err := last.msg.Metadata(); err == nil {
@@ -432,7 +516,6 @@ func (r *Runner) commit(ctx context.Context, p int, items []item, park bool) err
 				WHERE projection_checkpoints.stream_sequence < excluded.stream_sequence`,
 				r.proj.Name(), p, int64(meta.Sequence.Stream), last.rec.Position.String())
 		}
-		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, r.proj.Name())
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
