@@ -169,5 +169,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 	})
 	root.AddCommand(migrate)
+	root.AddCommand(benchCommand(ctx, stdout))
 	return root.ExecuteContext(ctx)
 }
