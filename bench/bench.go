@@ -24,9 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,8 +222,8 @@ func (r Result) String() string {
 	if r.MaxLateness > time.Millisecond {
 		fmt.Fprintf(&b, "  generator was up to %s late\n", ms(r.MaxLateness))
 	}
-	for k, n := range r.ErrorKinds {
-		fmt.Fprintf(&b, "  error %s: %d\n", k, n)
+	for _, k := range slices.Sorted(maps.Keys(r.ErrorKinds)) {
+		fmt.Fprintf(&b, "  error %s: %d\n", k, r.ErrorKinds[k])
 	}
 	return b.String()
 }
