@@ -8,6 +8,7 @@
 //	strata admin             the admin API
 //	strata projections list  projection status: checkpoint, lag, dead letters
 //	strata dlq list|retry|skip   the dead-letter store
+//	strata bench             paced load against running command and query services
 //	strata migrate schema    create or update the PostgreSQL schemas, then exit
 //
 // Configuration comes from environment variables, all validated at start-up, every problem reported

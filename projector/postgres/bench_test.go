@@ -87,6 +87,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		require.NoError(b, err, "STRATA_BENCH_BACKLOG")
 	}
 	n = max(n/(10*eventsPerProduct)*(10*eventsPerProduct), 10*eventsPerProduct) // N/10 whole products too
+	load, loadOK := bench.LoadAverage()
 	codec, err := events.NewCommerceCodec()
 	require.NoError(b, err)
 	ns := natstest.Start(b)
@@ -121,8 +122,8 @@ func BenchmarkCatchUp(b *testing.B) {
 		b.ReportMetric(mb(large.livePeak), "live-N-MB")
 		b.ReportMetric(mb(small.rssPeak), "rss-N/10-MB")
 		b.ReportMetric(mb(large.rssPeak), "rss-N-MB")
-		if load, ok := bench.LoadAverage(); ok {
-			b.ReportMetric(load, "load1")
+		if loadOK {
+			b.ReportMetric(load, "load1") // before the run: the machine's load apart from this benchmark
 		}
 	})
 }
@@ -394,7 +395,7 @@ func connect(b *testing.B, url string) *nats.Conn {
 // TestCatchUpProjectorProcess is not a test: it is the projector process of BenchmarkCatchUp, which
 // runs this test binary again with only this test and its configuration in STRATA_BENCH_PROJECTOR_CHILD.
 // Otherwise it returns at once. It runs the products projection with the default configuration until its
-// standard input closes, then prints its peak heap in use and peak RSS.
+// standard input closes, then prints its peak heap in use, peak live heap and peak RSS.
 func TestCatchUpProjectorProcess(t *testing.T) {
 	raw := os.Getenv(childEnv)
 	if raw == "" {
