@@ -17,6 +17,7 @@ import (
 
 	"github.com/strata-dev/strata/internal/broker"
 	"github.com/strata-dev/strata/internal/natstest"
+	"github.com/strata-dev/strata/internal/syncbuf"
 	"github.com/strata-dev/strata/relay"
 	"github.com/strata-dev/strata/relay/relaytest"
 )
@@ -105,7 +106,7 @@ func startCluster(t *testing.T, n int) ([]*server.Server, []string) {
 		clientPorts[i], routePorts[i] = natstest.FreePort(t), natstest.FreePort(t)
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", routePorts[i])
 	}
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("cluster log:\n%s", out.String())

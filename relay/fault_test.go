@@ -1,7 +1,6 @@
 package relay_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"github.com/strata-dev/strata/internal/broker"
 	"github.com/strata-dev/strata/internal/natstest"
 	"github.com/strata-dev/strata/internal/pgtest"
+	"github.com/strata-dev/strata/internal/syncbuf"
 	"github.com/strata-dev/strata/relay"
 	"github.com/strata-dev/strata/relay/relaytest"
 )
@@ -241,7 +241,7 @@ func (l *load) finish() {
 type relayProcess struct {
 	cmd   *exec.Cmd
 	stdin io.Closer
-	out   lockedBuffer
+	out   syncbuf.Buffer
 	done  chan error
 }
 
@@ -283,21 +283,4 @@ func (p *relayProcess) kill(t testing.TB) {
 	require.True(t, errors.As(err, &exit) && exit.ExitCode() == -1, // -1: ended by a signal
 		"relay process ended by itself before it was killed: %v\n%s", err, p.out.String())
 	require.NotContains(t, p.out.String(), "DATA RACE", p.out.String())
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

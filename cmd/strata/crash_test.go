@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"github.com/strata-dev/strata/internal/natstest"
 	"github.com/strata-dev/strata/internal/pgtest"
 	"github.com/strata-dev/strata/internal/platform"
+	"github.com/strata-dev/strata/internal/syncbuf"
 )
 
 // TestDevSurvivesSIGKILL runs `strata dev` as a separate process, drives a write load against it over
@@ -337,7 +337,7 @@ func TestDevProcess(t *testing.T) {
 type devProcess struct {
 	cmd     *exec.Cmd
 	stdin   io.Closer
-	out     syncBuffer
+	out     syncbuf.Buffer
 	done    chan error
 	started time.Time
 }
@@ -610,21 +610,4 @@ func (g *upGate) up() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	close(g.ch)
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

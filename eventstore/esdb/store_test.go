@@ -1,7 +1,6 @@
 package esdb_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	"github.com/strata-dev/strata/eventstore/esdb"
 	"github.com/strata-dev/strata/eventstore/esdb/esdbtest"
 	"github.com/strata-dev/strata/eventstore/storetest"
+	"github.com/strata-dev/strata/internal/syncbuf"
 )
 
 func open(t *testing.T, url string, opts esdb.Options) *esdb.Store {
@@ -364,7 +364,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	t.Parallel()
 	srv := esdbtest.Start(t)
 	// Few discovery attempts, so that the client gives up (and is replaced) while the server is down.
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	s := open(t, srv.URL()+"&maxDiscoverAttempts=1&discoveryInterval=10",
 		esdb.Options{Timeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(t.Context())
@@ -397,24 +397,6 @@ func TestSurvivesServerRestart(t *testing.T) {
 	require.Contains(t, logs.String(), "subscription to $all resumed")
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -428,7 +410,7 @@ func freeAddr(t *testing.T) string {
 func TestOpenWaitsForTheServer(t *testing.T) {
 	t.Parallel()
 	addr := freeAddr(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	opened := make(chan error, 1)
 	var s *esdb.Store
 	go func() {
