@@ -24,30 +24,59 @@ const notifyChannel = "strata_projection"
 // connection that died without a word is noticed and replaced.
 const keepalive = 15 * time.Second
 
+// checkTimeout bounds one look at a projection's progress on behalf of its waiting requests, so that
+// a stuck connection cannot hold back every later look at that projection.
+const checkTimeout = 5 * time.Second
+
 // Waiter lets requests wait until a projection has applied given stream versions. One Waiter per
-// process holds a single dedicated connection in LISTEN on the projectors' notification channel; each
-// notification wakes the requests waiting on that projection, which then look again with one query.
+// process holds a single dedicated connection in LISTEN on the projectors' notification channel. The
+// requests waiting on a projection are registered together, and one checker per projection looks at
+// their streams with one query per notification, however many requests wait: a notification that
+// woke every request to look for itself cost as many queries as there were requests.
 // Create it with [NewWaiter] and start it with [Waiter.Run]; it is safe for concurrent use.
 type Waiter struct {
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	recheck time.Duration
 
-	mu   sync.Mutex
-	wake map[string]chan struct{} // per projection, closed (and removed) when it makes progress
+	mu       sync.Mutex
+	wake     map[string]chan struct{}    // per projection, closed (and removed) when it makes progress; for event streams
+	registry map[string]*projectionWaits // per projection with waiting requests
 
 	listening atomic.Bool
 	waiting   atomic.Int64
+	checks    atomic.Int64 // progress queries run, first looks included; tests count them
 	stopped   chan struct{}
 	stop      sync.Once
+}
+
+// waitRequest is one call of [Waiter.Wait] registered for its projection's checker.
+type waitRequest struct {
+	want  map[string]uint64
+	names []string      // want's streams, sorted, so that the stream named missing is stable
+	done  chan struct{} // closed by the checker, which also deregisters the request, once all are applied
+
+	missing string // a stream the last look found behind, for the error when the wait runs out; guarded by Waiter.mu
+}
+
+// projectionWaits is the registry entry of one projection. Its checker goroutine lives while requests
+// wait and is the only one to look on their behalf, so at most one check per projection is in flight.
+type projectionWaits struct {
+	requests map[*waitRequest]struct{}
+	// due holds a pending reason to look (capacity 1): kicks during a check coalesce into exactly one
+	// more check after it, which sees whatever committed while the first was running.
+	due chan struct{}
+	// left (capacity 1) tells the checker that the last request left, so that it ends now rather than
+	// at its next recheck. It is apart from due so that it never costs a query.
+	left chan struct{}
 }
 
 // WaiterOption tunes a [Waiter] made by [NewWaiter].
 type WaiterOption func(*Waiter)
 
-// WithRecheckInterval sets how often a waiting request looks again without being woken, the safety net
-// for a notification lost while the LISTEN connection was being replaced. The default is one second;
-// d <= 0 keeps it.
+// WithRecheckInterval sets how often the requests waiting on a projection are looked at again without a
+// notification (one query per projection per interval), the safety net for a notification lost while
+// the LISTEN connection was being replaced. The default is one second; d <= 0 keeps it.
 func WithRecheckInterval(d time.Duration) WaiterOption {
 	return func(w *Waiter) {
 		if d > 0 {
@@ -63,11 +92,12 @@ func NewWaiter(pool *pgxpool.Pool, log *slog.Logger, opts ...WaiterOption) *Wait
 		log = slog.New(slog.DiscardHandler)
 	}
 	w := &Waiter{
-		pool:    pool,
-		log:     log.With("component", "projection-waiter"),
-		recheck: time.Second,
-		wake:    map[string]chan struct{}{},
-		stopped: make(chan struct{}),
+		pool:     pool,
+		log:      log.With("component", "projection-waiter"),
+		recheck:  time.Second,
+		wake:     map[string]chan struct{}{},
+		registry: map[string]*projectionWaits{},
+		stopped:  make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(w)
@@ -156,39 +186,160 @@ func (w *Waiter) Ready(context.Context) error {
 func (w *Waiter) Waiting() int { return int(w.waiting.Load()) }
 
 // Wait returns nil once projection has applied every stream in streams at least up to the version
-// given: projection_streams has a row for it with a version that high. It looks once, then again
-// each time the projection announces progress, and at the recheck interval. When ctx ends first, the
-// error wraps [problem.ErrNotYetConsistent] (and ctx's error); a failed query returns its error.
+// given: projection_streams has a row for it with a version that high. It looks once, then registers
+// with the projection's checker, which looks again for all the requests waiting on the projection each
+// time it announces progress, and at the recheck interval. When ctx ends first, the error wraps
+// [problem.ErrNotYetConsistent] (and ctx's error) and names a stream found behind. A failed first look
+// returns its error; a failed later look is retried, at the latest at the recheck interval.
 // An empty streams is satisfied at once, without a query.
 func (w *Waiter) Wait(ctx context.Context, projection string, streams map[string]uint64) error {
 	if len(streams) == 0 {
 		return nil
 	}
-	names := slices.Sorted(maps.Keys(streams))
-	// Take the wake channel before looking: progress committed after the query closes it.
-	wake := w.changed(projection)
-	missing, err := w.missing(ctx, projection, names, streams)
-	if err != nil || missing == "" {
-		return w.outcome(ctx, projection, streams, missing, err)
+	req := &waitRequest{want: streams, names: slices.Sorted(maps.Keys(streams)), done: make(chan struct{})}
+	// Register before looking: progress committed after the look is announced to a registered request.
+	w.register(projection, req)
+	defer w.deregister(projection, req)
+	applied, err := w.progress(ctx, projection, req.names)
+	if err != nil {
+		return w.outcome(ctx, projection, streams, "", err)
 	}
+	missing := firstMissing(req, applied)
+	if missing == "" {
+		return nil
+	}
+	w.mu.Lock()
+	req.missing = missing
+	w.mu.Unlock()
+
 	w.waiting.Add(1)
 	defer w.waiting.Add(-1)
+	select {
+	case <-req.done:
+		return nil
+	case <-ctx.Done():
+	}
+	w.mu.Lock()
+	missing = req.missing // the checker's latest look
+	w.mu.Unlock()
+	return w.outcome(ctx, projection, streams, missing, nil)
+}
+
+// register adds req to projection's waiting requests, starting the projection's checker if there is
+// none.
+func (w *Waiter) register(projection string, req *waitRequest) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	pw, ok := w.registry[projection]
+	if !ok {
+		pw = &projectionWaits{requests: map[*waitRequest]struct{}{}, due: make(chan struct{}, 1), left: make(chan struct{}, 1)}
+		w.registry[projection] = pw
+		go w.checker(projection, pw)
+	}
+	pw.requests[req] = struct{}{}
+}
+
+// deregister removes req, if the checker has not already, and tells the checker when no request is
+// left.
+func (w *Waiter) deregister(projection string, req *waitRequest) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	pw, ok := w.registry[projection]
+	if !ok {
+		return
+	}
+	delete(pw.requests, req)
+	if len(pw.requests) == 0 {
+		signal(pw.left)
+	}
+}
+
+// signal sends on c, a channel of capacity 1, unless a signal is already pending.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// checker looks at projection's progress for all its waiting requests whenever a check is due, and at
+// the recheck interval. It ends, leaving the registry, when no request waits.
+func (w *Waiter) checker(projection string, pw *projectionWaits) {
 	recheck := time.NewTimer(w.recheck)
 	defer recheck.Stop()
+	failing := false
 	for {
 		select {
-		case <-ctx.Done():
-			return w.outcome(ctx, projection, streams, missing, nil)
-		case <-wake:
+		case <-pw.due:
 		case <-recheck.C:
+		case <-pw.left:
+			if w.retire(projection, pw) {
+				return
+			}
+			continue // others arrived since the last left
 		}
+		err := w.check(projection, pw)
+		switch {
+		case err != nil && !failing:
+			w.log.Warn("looking at projection progress failed; waiting requests retry at the next notification or recheck",
+				"projection", projection, "interval", w.recheck, "err", err)
+		case err == nil && failing:
+			w.log.Info("looking at projection progress works again", "projection", projection)
+		}
+		failing = err != nil
 		recheck.Reset(w.recheck)
-		wake = w.changed(projection)
-		missing, err = w.missing(ctx, projection, names, streams)
-		if err != nil || missing == "" {
-			return w.outcome(ctx, projection, streams, missing, err)
+	}
+}
+
+// retire removes pw from the registry and reports true if no request waits on it. It does so under
+// the lock that register takes, so that a request registered later starts a new checker.
+func (w *Waiter) retire(projection string, pw *projectionWaits) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(pw.requests) > 0 {
+		return false
+	}
+	delete(w.registry, projection)
+	return true
+}
+
+// check looks with one query at the union of the streams that pw's requests want, and completes every
+// request whose streams are all applied. The others stay registered, also when the query fails: only
+// the end of their own context ends their wait.
+func (w *Waiter) check(projection string, pw *projectionWaits) error {
+	w.mu.Lock()
+	batch := slices.Collect(maps.Keys(pw.requests))
+	w.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	var names []string
+	// Requests registered after batch was taken are left to their own first look, which follows their
+	// registration: what it misses is announced after they registered, making another check due.
+	for _, req := range batch {
+		names = append(names, req.names...)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	applied, err := w.progress(ctx, projection, names)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, req := range batch {
+		if _, ok := pw.requests[req]; !ok {
+			continue // its context ended during the query
+		}
+		req.missing = firstMissing(req, applied)
+		if req.missing == "" {
+			delete(pw.requests, req)
+			close(req.done)
 		}
 	}
+	return nil
 }
 
 // satisfied looks once whether projection has applied streams, without waiting. Its error is that
@@ -197,8 +348,12 @@ func (w *Waiter) satisfied(ctx context.Context, projection string, streams map[s
 	if len(streams) == 0 {
 		return nil
 	}
-	missing, err := w.missing(ctx, projection, slices.Sorted(maps.Keys(streams)), streams)
-	return w.outcome(ctx, projection, streams, missing, err)
+	req := &waitRequest{want: streams, names: slices.Sorted(maps.Keys(streams))}
+	applied, err := w.progress(ctx, projection, req.names)
+	if err != nil {
+		return w.outcome(ctx, projection, streams, "", err)
+	}
+	return w.outcome(ctx, projection, streams, firstMissing(req, applied), nil)
 }
 
 // outcome turns the result of a look into Wait's error: nil when nothing is missing, the query's
@@ -220,14 +375,15 @@ func (w *Waiter) outcome(ctx context.Context, projection string, want map[string
 	return fmt.Errorf("projection %s has not yet applied %s: %w", projection, what, problem.ErrNotYetConsistent)
 }
 
-// missing returns one stream that projection has not applied up to its version in want, or "" when
-// it has applied them all. It makes one query.
-func (w *Waiter) missing(ctx context.Context, projection string, names []string, want map[string]uint64) (string, error) {
+// progress returns the versions projection has applied of the streams in names; a stream it has not
+// applied at all is absent. It makes one query.
+func (w *Waiter) progress(ctx context.Context, projection string, names []string) (map[string]uint64, error) {
+	w.checks.Add(1)
 	rows, err := w.pool.Query(ctx,
 		`SELECT stream, version FROM projection_streams WHERE projection = $1 AND stream = ANY($2)`,
 		projection, names)
 	if err != nil {
-		return "", fmt.Errorf("read progress of projection %s: %w", projection, err)
+		return nil, fmt.Errorf("read progress of projection %s: %w", projection, err)
 	}
 	applied := make(map[string]uint64, len(names))
 	for rows.Next() {
@@ -237,19 +393,25 @@ func (w *Waiter) missing(ctx context.Context, projection string, names []string,
 		)
 		if err := rows.Scan(&stream, &version); err != nil {
 			rows.Close()
-			return "", fmt.Errorf("read progress of projection %s: %w", projection, err)
+			return nil, fmt.Errorf("read progress of projection %s: %w", projection, err)
 		}
 		applied[stream] = uint64(max(version, 0))
 	}
 	if err := rows.Err(); err != nil {
-		return "", fmt.Errorf("read progress of projection %s: %w", projection, err)
+		return nil, fmt.Errorf("read progress of projection %s: %w", projection, err)
 	}
-	for _, s := range names {
-		if applied[s] < want[s] {
-			return s, nil
+	return applied, nil
+}
+
+// firstMissing returns the first stream of req that applied shows behind its wanted version, or ""
+// when none is.
+func firstMissing(req *waitRequest, applied map[string]uint64) string {
+	for _, s := range req.names {
+		if applied[s] < req.want[s] {
+			return s
 		}
 	}
-	return "", nil
+	return ""
 }
 
 // changed returns a channel that is closed the next time projection announces progress (or the
@@ -268,7 +430,8 @@ func (w *Waiter) changed(projection string) <-chan struct{} {
 // done is closed when [Waiter.Run] has returned.
 func (w *Waiter) done() <-chan struct{} { return w.stopped }
 
-// progressed wakes everything waiting on projection. A notification without a payload wakes all.
+// progressed makes a check of projection due and wakes the event streams of projection. A
+// notification without a payload wakes all.
 func (w *Waiter) progressed(projection string) {
 	if projection == "" {
 		w.wakeAll()
@@ -276,15 +439,22 @@ func (w *Waiter) progressed(projection string) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if pw, ok := w.registry[projection]; ok {
+		signal(pw.due)
+	}
 	if c, ok := w.wake[projection]; ok {
 		close(c)
 		delete(w.wake, projection)
 	}
 }
 
+// wakeAll is progressed for every projection.
 func (w *Waiter) wakeAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for _, pw := range w.registry {
+		signal(pw.due)
+	}
 	for p, c := range w.wake {
 		close(c)
 		delete(w.wake, p)

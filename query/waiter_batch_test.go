@@ -1,0 +1,261 @@
+package query
+
+// Internal tests: they count the Waiter's progress queries and look into its registry, which the
+// black-box tests cannot see.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/strata-dev/strata/internal/pgtest"
+	"github.com/strata-dev/strata/internal/problem"
+	"github.com/strata-dev/strata/internal/syncbuf"
+	"github.com/strata-dev/strata/migrations"
+)
+
+// batchFixture is a running Waiter on a private schema, with the test standing in for the projectors.
+type batchFixture struct {
+	t    *testing.T
+	pool *pgxpool.Pool
+	w    *Waiter
+	log  *syncbuf.Buffer
+}
+
+// newBatchFixture starts a Waiter with the given recheck interval and waits until it listens.
+func newBatchFixture(t *testing.T, recheck time.Duration) *batchFixture {
+	t.Helper()
+	pool := pgtest.Pool(t, 20)
+	require.NoError(t, migrations.Apply(t.Context(), pool, migrations.ReadModel))
+	f := &batchFixture{t: t, pool: pool, log: &syncbuf.Buffer{}}
+	f.w = NewWaiter(pool, slog.New(slog.NewTextHandler(f.log, nil)), WithRecheckInterval(recheck))
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = f.w.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-stopped })
+	require.Eventually(t, func() bool { return f.w.Ready(t.Context()) == nil }, 10*time.Second, 5*time.Millisecond)
+	return f
+}
+
+// apply records that projection has applied each stream at version, in one commit, as a projector's
+// batch does, without notifying.
+func (f *batchFixture) apply(projection string, version int64, streams ...string) {
+	f.t.Helper()
+	_, err := f.pool.Exec(f.t.Context(), `INSERT INTO projection_streams (projection, stream, version)
+		SELECT $1, s, $2 FROM unnest($3::text[]) AS s
+		ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version`, projection, version, streams)
+	require.NoError(f.t, err)
+}
+
+// notify announces progress of projection, as a projector does after each commit.
+func (f *batchFixture) notify(projection string) {
+	f.t.Helper()
+	_, err := f.pool.Exec(f.t.Context(), `SELECT pg_notify('strata_projection', $1)`, projection)
+	require.NoError(f.t, err)
+}
+
+// wait starts a Wait for stream@version of projection and returns where its result arrives.
+func (f *batchFixture) wait(ctx context.Context, projection, stream string, version uint64) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- f.w.Wait(ctx, projection, map[string]uint64{stream: version}) }()
+	return done
+}
+
+// registered returns how many projections have a registry entry and how many requests are registered.
+func (f *batchFixture) registered() (projections, requests int) {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	for _, pw := range f.w.registry {
+		requests += len(pw.requests)
+	}
+	return len(f.w.registry), requests
+}
+
+// projectionName returns a fresh projection name. Other tests of this and other packages share the
+// notification channel and announce "products" and "orders"; their notifications must not count here.
+func projectionName(kind string) string { return kind + "-" + uuid.NewString()[:8] }
+
+// streams returns n fresh stream names.
+func streams(n int) []string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = "product-" + uuid.NewString()
+	}
+	return s
+}
+
+// received returns the result from c, failing the test if none arrives in time.
+func received(t *testing.T, c <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-c:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait did not end")
+		return nil
+	}
+}
+
+// The tests that count queries do not run in parallel: a parallel test's notification without a
+// projection (TestWaiterWait sends one) would make every projection look again.
+
+func TestWaiterOneQueryPerNotificationForAllWaiters(t *testing.T) {
+	f := newBatchFixture(t, time.Minute) // no recheck during the test: only the notification wakes
+	const n = 200
+	products := projectionName("products")
+	names := streams(n)
+	var results []<-chan error
+	for _, s := range names {
+		results = append(results, f.wait(t.Context(), products, s, 1))
+	}
+	require.Eventually(t, func() bool { return f.w.Waiting() == n }, 10*time.Second, time.Millisecond)
+
+	before := f.w.checks.Load()
+	f.apply(products, 1, names...)
+	f.notify(products)
+	for _, c := range results {
+		require.NoError(t, received(t, c))
+	}
+	queries := f.w.checks.Load() - before
+	t.Logf("%d waiters woken by one notification with %d progress queries", n, queries)
+	require.Equal(t, int64(1), queries, "one check per notification")
+}
+
+func TestWaiterQueriesPerReadWhenEachWriteIsNotified(t *testing.T) {
+	f := newBatchFixture(t, time.Minute)
+	products := projectionName("products")
+	// n requests wait at once; the writes they wait for commit one by one, each announced: the load
+	// of a write followed by a read of it. A request costs its first look plus its share of checks.
+	const n = 50
+	names := streams(n)
+	results := make([]<-chan error, n)
+	for i, s := range names {
+		results[i] = f.wait(t.Context(), products, s, 1)
+	}
+	require.Eventually(t, func() bool { return f.w.Waiting() == n }, 10*time.Second, time.Millisecond)
+	for i, s := range names {
+		f.apply(products, 1, s)
+		f.notify(products)
+		require.NoError(t, received(t, results[i]))
+	}
+	queries := f.w.checks.Load()
+	t.Logf("%d reads cost %d progress queries: %.2f per read", n, queries, float64(queries)/n)
+	require.Equal(t, int64(2*n), queries, "a first look, and one check per notification")
+}
+
+func TestWaiterProjectionsDoNotWakeEachOther(t *testing.T) {
+	f := newBatchFixture(t, time.Minute)
+	productsName, ordersName := projectionName("products"), projectionName("orders")
+	product, order := "product-"+uuid.NewString(), "order-"+uuid.NewString()
+	products := f.wait(t.Context(), productsName, product, 1)
+	orders := f.wait(t.Context(), ordersName, order, 1)
+	require.Eventually(t, func() bool { return f.w.Waiting() == 2 }, 10*time.Second, time.Millisecond)
+
+	before := f.w.checks.Load()
+	f.apply(productsName, 1, product)
+	f.apply(ordersName, 1, order)
+	f.notify(ordersName)
+	require.NoError(t, received(t, orders))
+	require.Equal(t, int64(1), f.w.checks.Load()-before, "only the orders projection was looked at")
+	select {
+	case err := <-products:
+		t.Fatalf("the products request was woken by the orders projection: %v", err)
+	default:
+	}
+	require.Equal(t, 1, f.w.Waiting())
+
+	f.notify(productsName)
+	require.NoError(t, received(t, products))
+}
+
+func TestWaiterRegistryEmptiesWhenWaitsEnd(t *testing.T) {
+	t.Parallel()
+	f := newBatchFixture(t, 20*time.Millisecond) // checks keep running while requests leave
+	const n = 40
+	names := streams(n)
+	f.apply("products", 1, names[0]) // satisfied at the first look
+	cancelled, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for i, s := range names {
+		wg.Go(func() {
+			projection := []string{"products", "orders"}[i%2]
+			switch {
+			case i == 0:
+				assert.NoError(t, f.w.Wait(t.Context(), "products", map[string]uint64{s: 1}))
+			case i%4 < 2:
+				ctx, stop := context.WithTimeout(t.Context(), 200*time.Millisecond) // several checks run meanwhile
+				defer stop()
+				err := f.w.Wait(ctx, projection, map[string]uint64{s: 2})
+				assert.ErrorIs(t, err, problem.ErrNotYetConsistent)
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+				assert.ErrorContains(t, err, fmt.Sprintf("projection %s has not yet applied %s@2", projection, s))
+			default:
+				err := f.w.Wait(cancelled, projection, map[string]uint64{s: 2})
+				assert.ErrorIs(t, err, problem.ErrNotYetConsistent)
+				assert.ErrorIs(t, err, context.Canceled)
+			}
+		})
+	}
+	// Cancel once the requests to be cancelled are likely waiting; any still looking fail the same way.
+	require.Eventually(t, func() bool { return f.w.Waiting() >= n/2 }, 10*time.Second, time.Millisecond)
+	cancel()
+	wg.Wait()
+	require.Zero(t, f.w.Waiting())
+	require.Eventually(t, func() bool {
+		projections, requests := f.registered()
+		return projections == 0 && requests == 0
+	}, 10*time.Second, time.Millisecond, "every checker retires with its last request")
+}
+
+func TestWaiterFailedCheckKeepsRequestsWaiting(t *testing.T) {
+	t.Parallel()
+	f := newBatchFixture(t, 50*time.Millisecond)
+	const n = 10
+	names := streams(n)
+	var results []<-chan error
+	for _, s := range names {
+		results = append(results, f.wait(t.Context(), "products", s, 1))
+	}
+	require.Eventually(t, func() bool { return f.w.Waiting() == n }, 10*time.Second, time.Millisecond)
+
+	// Take the table away: the checks fail (a real failure of the real query, no mock).
+	_, err := f.pool.Exec(t.Context(), `ALTER TABLE projection_streams RENAME TO projection_streams_away`)
+	require.NoError(t, err)
+	before := f.w.checks.Load()
+	f.notify("products")
+	require.Eventually(t, func() bool {
+		return strings.Contains(f.log.String(), "looking at projection progress failed") && f.w.checks.Load()-before >= 3
+	}, 10*time.Second, time.Millisecond, "checks fail repeatedly")
+	require.Equal(t, n, f.w.Waiting(), "a failed check ends no request")
+	for _, c := range results {
+		select {
+		case err := <-c:
+			t.Fatalf("a request ended on a failed check: %v", err)
+		default:
+		}
+	}
+
+	// Progress is made and the table comes back, without a notification: the recheck finds it.
+	_, err = f.pool.Exec(t.Context(), `ALTER TABLE projection_streams_away RENAME TO projection_streams`)
+	require.NoError(t, err)
+	f.apply("products", 1, names...)
+	for _, c := range results {
+		require.NoError(t, received(t, c))
+	}
+	require.Eventually(t, func() bool { return strings.Contains(f.log.String(), "looking at projection progress works again") }, 10*time.Second, time.Millisecond)
+	log := f.log.String()
+	require.Equal(t, 1, strings.Count(log, "looking at projection progress failed"), "one line per change of state:\n%s", log)
+	require.Equal(t, 1, strings.Count(log, "looking at projection progress works again"), "%s", log)
+}
