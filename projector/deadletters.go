@@ -104,6 +104,7 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 			return err
 		}
 		b := &pgx.Batch{}
+		var apply []events.Envelope
 		for i, p := range all {
 			if i == 0 && skip {
 				b.Queue(upsertStreamVersion, projection, stream, p.Version)
@@ -117,12 +118,11 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 			if err != nil {
 				return fmt.Errorf("dead letter %d: %w", p.ID, err)
 			}
-			env := events.Envelope{ID: rec.ID, Stream: rec.Stream, Version: rec.Version, Position: rec.Position, Type: rec.Type,
-				SchemaVersion: rec.SchemaVersion, OccurredAt: rec.OccurredAt, Metadata: rec.Metadata, Event: e}
-			if err := proj.Apply(b, env); err != nil {
-				return fmt.Errorf("dead letter %d (%s@%d) still fails: %w", p.ID, rec.Stream, rec.Version, err)
-			}
-			b.Queue(upsertStreamVersion, projection, stream, int64(rec.Version))
+			apply = append(apply, events.Envelope{ID: rec.ID, Stream: rec.Stream, Version: rec.Version, Position: rec.Position,
+				Type: rec.Type, SchemaVersion: rec.SchemaVersion, OccurredAt: rec.OccurredAt, Metadata: rec.Metadata, Event: e})
+		}
+		if err := queueApply(ctx, b, proj, apply); err != nil {
+			return fmt.Errorf("dead letter %d still fails: %w", id, err)
 		}
 		b.Queue(`DELETE FROM dead_letters WHERE projection = $1 AND stream = $2`, projection, stream)
 		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, projection)

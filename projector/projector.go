@@ -6,11 +6,13 @@
 // process at a time through a PostgreSQL advisory lock, so several projector processes share the work;
 // within a partition messages are applied in order, so every stream's order is kept.
 //
-// Messages are applied in batches: one transaction queues every statement of the batch in one
-// round trip (pgx.Batch), records each stream's version in projection_streams (the query service's
-// consistency check; one statement for the whole batch) and moves the partition's checkpoint. After
-// the commit the projector notifies the query service (outside the transaction, see
-// [Runner.notify]) and acknowledges the messages. Read-model statements carry their own version guard
+// Messages are applied in batches: one transaction applies every statement of the batch, records
+// each stream's version in projection_streams (the query service's consistency check; one statement
+// for the whole batch) and moves the partition's checkpoint, all in one round trip (a pgx.Batch runs
+// in an implicit transaction) unless the partition has parked events. After the commit the
+// projector acknowledges the messages and notifies the query service (outside the transaction and
+// coalesced across partitions, see [Runner.notifier]). Projections whose read model lives elsewhere
+// ([External]) write it before the commit, idempotently. Read-model statements carry their own version guard
 // (WHERE version < $version, ON CONFLICT DO NOTHING), so a redelivered batch changes nothing.
 //
 // A batch that fails is applied again one event at a time to find the culprit, which is retried with
@@ -24,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +53,18 @@ type Projection interface {
 	// idempotent for the event's version (a version guard, or ON CONFLICT DO NOTHING). An error
 	// means the event cannot be applied (poison).
 	Apply(b *pgx.Batch, e events.Envelope) error
+}
+
+// External is a projection whose read model lives outside PostgreSQL (Elasticsearch). Besides the
+// statements of Apply (often none), the runner calls Write with the events a batch applies, in
+// order, inside the batch's transaction and before its commit: the stream versions and the
+// checkpoint are committed only after the external store accepted the events. A crash between Write
+// and the commit delivers the events again, so Write must be idempotent per event version
+// (Elasticsearch's external versioning). An error fails the batch like a failed statement: the
+// events are retried one at a time and a poison event is parked.
+type External interface {
+	Projection
+	Write(ctx context.Context, evs []events.Envelope) error
 }
 
 // NotifyChannel is the PostgreSQL channel projectors notify after every commit, with the projection's
@@ -87,6 +102,8 @@ type Runner struct {
 	cfg   Config
 	log   *slog.Logger
 	m     *metrics
+	// notifyReq holds at most one pending notification for [Runner.notifier].
+	notifyReq chan struct{}
 }
 
 // NewRunner returns a runner of proj. reg, if not nil, receives its metrics.
@@ -119,7 +136,7 @@ func NewRunner(pool *pgxpool.Pool, nc *nats.Conn, codec *events.Codec, proj Proj
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{pool: pool, nc: nc, codec: codec, proj: proj, cfg: cfg,
+	return &Runner{pool: pool, nc: nc, codec: codec, proj: proj, cfg: cfg, notifyReq: make(chan struct{}, 1),
 		log: log.With("component", "projector", "projection", proj.Name()), m: newMetrics(reg, proj.Name())}, nil
 }
 
@@ -131,6 +148,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("projector %s: %w", r.proj.Name(), err)
 	}
+	var notifying sync.WaitGroup
+	defer notifying.Wait()
+	nctx, stopNotifying := context.WithCancel(ctx)
+	defer stopNotifying()
+	notifying.Go(func() { r.notifier(nctx) })
 	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	for ctx.Err() == nil {
 		err := r.session(ctx, js)
@@ -274,8 +296,40 @@ func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
 	}
 }
 
+// partition is the state of a partition this runner owns.
+type partition struct {
+	n int
+	// mayBlock is false while no stream of the partition can have a parked event, which spares each
+	// batch the dead-letter lookup and its own transaction (see [Runner.commitTx]). Only the
+	// partition's owner parks events of its streams, and Retry and Skip only remove them, so once
+	// dead_letters holds nothing of the projection, nothing of this partition appears there until
+	// this runner parks something itself.
+	mayBlock  bool
+	checkedAt time.Time
+}
+
+// recheckBlocked is how often a partition that has parked events looks whether they are all gone.
+const recheckBlocked = 10 * time.Second
+
+// checkBlocked refreshes part.mayBlock from dead_letters, at most every recheckBlocked.
+func (r *Runner) checkBlocked(ctx context.Context, part *partition) error {
+	if !part.mayBlock || time.Since(part.checkedAt) < recheckBlocked {
+		return nil
+	}
+	err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM dead_letters WHERE projection = $1)`, r.proj.Name()).Scan(&part.mayBlock)
+	if err != nil {
+		return fmt.Errorf("check dead letters: %w", err)
+	}
+	part.checkedAt = time.Now()
+	return nil
+}
+
 // consume applies partition p's messages in batches until ctx ends or something fails.
 func (r *Runner) consume(ctx context.Context, js jetstream.JetStream, p int) error {
+	part := &partition{n: p, mayBlock: true}
+	if err := r.checkBlocked(ctx, part); err != nil {
+		return err
+	}
 	cons, err := r.resumeConsumer(ctx, js, p)
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
@@ -306,7 +360,7 @@ func (r *Runner) consume(ctx context.Context, js jetstream.JetStream, p int) err
 			}
 			batch = append(batch, m)
 		}
-		if err := r.applyBatch(ctx, p, batch); err != nil {
+		if err := r.applyBatch(ctx, part, batch); err != nil {
 			return err
 		}
 		// AckAll: acknowledging the last message acknowledges the batch.
@@ -372,7 +426,7 @@ func (r *Runner) decode(m jetstream.Msg) item {
 
 // applyBatch applies msgs in one transaction, or, if that fails, one at a time with retries and
 // parking. It returns an error only when the database is unusable and ctx ended.
-func (r *Runner) applyBatch(ctx context.Context, p int, msgs []jetstream.Msg) error {
+func (r *Runner) applyBatch(ctx context.Context, p *partition, msgs []jetstream.Msg) error {
 	items := make([]item, len(msgs))
 	for i, m := range msgs {
 		items[i] = r.decode(m)
@@ -386,7 +440,7 @@ func (r *Runner) applyBatch(ctx context.Context, p int, msgs []jetstream.Msg) er
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	r.log.Warn("batch failed; applying one event at a time", "partition", p, "events", len(items), "err", err)
+	r.log.Warn("batch failed; applying one event at a time", "partition", p.n, "events", len(items), "err", err)
 	for i := range items {
 		if err := r.applyOne(ctx, p, items[i:i+1]); err != nil {
 			return err
@@ -396,7 +450,7 @@ func (r *Runner) applyBatch(ctx context.Context, p int, msgs []jetstream.Msg) er
 }
 
 // applyOne applies a single event with retries, and parks it when they run out.
-func (r *Runner) applyOne(ctx context.Context, p int, one []item) error {
+func (r *Runner) applyOne(ctx context.Context, p *partition, one []item) error {
 	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	var err error
 	for attempt := 1; attempt <= r.cfg.MaxAttempts; attempt++ {
@@ -443,88 +497,167 @@ const upsertStreamVersions = `
 // commit runs one transaction over items: events of blocked streams (a parked event earlier in their
 // stream) are parked as waiting, the rest applied (or, with park set, parked as failed), and the
 // checkpoint moves. After the commit the query service is notified.
-func (r *Runner) commit(ctx context.Context, p int, items []item, park bool) error {
+func (r *Runner) commit(ctx context.Context, p *partition, items []item, park bool) error {
 	if err := r.commitTx(ctx, p, items, park); err != nil {
 		return err
 	}
-	r.notify(ctx)
+	r.notify()
 	return nil
 }
 
-// notify tells the query service that the projection moved. It runs after the commit, outside the
-// batch's transaction: PostgreSQL serialises the commits of notifying transactions on a
-// database-wide lock held through the commit's WAL flush, so a NOTIFY inside the batch's transaction
-// would serialise the commits of every partition and projection, fsync included, and defeat group
-// commit. Its own transaction writes nothing worth waiting for, so it commits asynchronously. A
-// notification lost to a crash just after the commit costs waiting requests their recheck interval
-// (query.WithRecheckInterval), never a stale read.
-func (r *Runner) notify(ctx context.Context) {
-	_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, NotifyChannel, r.proj.Name())
-	if err != nil && ctx.Err() == nil {
-		r.log.Debug("notify after commit failed; waiting readers fall back to their recheck", "err", err)
+// notify asks the notifier to tell the query service that the projection moved. It never blocks:
+// requests made while a notification is pending are one, sent after it (see [Runner.notifier]).
+func (r *Runner) notify() {
+	select {
+	case r.notifyReq <- struct{}{}:
+	default:
 	}
 }
 
-func (r *Runner) commitTx(ctx context.Context, p int, items []item, park bool) error {
+// notifier sends the notifications [Runner.notify] asks for until ctx ends, one at a time, so
+// that however many partitions commit, the query service gets at most one notification in flight
+// and one pending per projection, each sent after the commits it announces. It runs outside the
+// batches' transactions: PostgreSQL serialises the commits of notifying transactions on a
+// database-wide lock held through the commit's WAL flush, so a NOTIFY inside a batch's transaction
+// would serialise the commits of every partition and projection, fsync included, and defeat group
+// commit. Its own transaction writes nothing worth waiting for, so it commits asynchronously. A
+// notification lost to a crash just after a commit costs waiting requests their recheck interval
+// (query.WithRecheckInterval), never a stale read.
+func (r *Runner) notifier(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.notifyReq:
+		}
+		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, NotifyChannel, r.proj.Name())
+		if err != nil && ctx.Err() == nil {
+			r.log.Debug("notify after commit failed; waiting readers fall back to their recheck", "err", err)
+		}
+	}
+}
+
+// commitTx applies items and moves p's checkpoint atomically. While no stream of p can be blocked
+// and every item decoded, that is one batch sent in one round trip: pgx runs a batch in an implicit
+// transaction. Otherwise an explicit transaction first locks the items' dead letters.
+func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park bool) error {
+	if err := r.checkBlocked(ctx, p); err != nil {
+		return err
+	}
+	if !park && !p.mayBlock && !slices.ContainsFunc(items, func(it item) bool { return it.err != nil }) {
+		b := &pgx.Batch{}
+		apply := make([]events.Envelope, len(items))
+		for i, it := range items {
+			apply[i] = it.env
+		}
+		if err := queueApply(ctx, b, r.proj, apply); err != nil {
+			return err
+		}
+		r.queueCheckpoint(b, p, items)
+		if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		r.m.applied.Add(float64(len(apply)))
+		return nil
+	}
 	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		blocked, err := r.blockedStreams(ctx, tx, items)
 		if err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
-		applied := 0
-		// The highest version applied per stream: projection_streams gets one statement per batch,
-		// not one per event, which halves the statements of a batch. Within the transaction the
-		// order does not matter; readers see the commit.
-		var streams []string
-		var versions []int64
-		latest := map[string]int{}
+		var apply []events.Envelope
+		parked := 0
 		for _, it := range items {
 			stream := it.rec.Stream
 			switch {
 			case park:
 				queuePark(b, r.proj.Name(), it, "parked", it.err)
 				blocked[stream] = true
+				parked++
 			case it.err != nil && it.rec.Stream == "":
 				return it.err // cannot even tell its stream: let the caller park it
 			case blocked[stream]:
 				queuePark(b, r.proj.Name(), it, "waiting", errors.New("waiting behind a parked event of its stream"))
-				r.m.parked.Inc()
+				parked++
 			case it.err != nil:
 				return it.err
 			default:
-				if err := r.proj.Apply(b, it.env); err != nil {
-					return fmt.Errorf("apply %s %s@%d: %w", it.rec.Type, stream, it.rec.Version, err)
-				}
-				if i, ok := latest[stream]; ok {
-					versions[i] = max(versions[i], int64(it.rec.Version))
-				} else {
-					latest[stream] = len(streams)
-					streams, versions = append(streams, stream), append(versions, int64(it.rec.Version))
-				}
-				applied++
+				apply = append(apply, it.env)
 			}
 		}
-		if len(streams) > 0 {
-			b.Queue(upsertStreamVersions, r.proj.Name(), streams, versions)
+		if err := queueApply(ctx, b, r.proj, apply); err != nil {
+			return err
 		}
-		last := items[len(items)-1]
-		if meta, err := last.msg.Metadata(); err == nil {
-			b.Queue(`INSERT INTO projection_checkpoints (projection, partition, stream_sequence, position) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (projection, partition) DO UPDATE SET stream_sequence = excluded.stream_sequence,
-				  position = excluded.position, updated_at = now()
-				WHERE projection_checkpoints.stream_sequence < excluded.stream_sequence`,
-				r.proj.Name(), p, int64(meta.Sequence.Stream), last.rec.Position.String())
-		}
+		r.queueCheckpoint(b, p, items)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		if park {
-			r.m.parked.Inc()
+		if parked > 0 {
+			p.mayBlock = true
 		}
-		r.m.applied.Add(float64(applied))
+		r.m.parked.Add(float64(parked))
+		r.m.applied.Add(float64(len(apply)))
 		return nil
 	})
+}
+
+// queueCheckpoint queues moving p's checkpoint to the last of items.
+func (r *Runner) queueCheckpoint(b *pgx.Batch, p *partition, items []item) {
+	last := items[len(items)-1]
+	if meta, err := last.msg.Metadata(); err == nil {
+		b.Queue(`INSERT INTO projection_checkpoints (projection, partition, stream_sequence, position) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (projection, partition) DO UPDATE SET stream_sequence = excluded.stream_sequence,
+			  position = excluded.position, updated_at = now()
+			WHERE projection_checkpoints.stream_sequence < excluded.stream_sequence`,
+			r.proj.Name(), p.n, int64(meta.Sequence.Stream), last.rec.Position.String())
+	}
+}
+
+// Apply applies evs, in order, to proj's read model in one transaction, exactly as a runner applies
+// a batch (external write, statements, stream versions), without a checkpoint or dead letters. It is
+// for applying history that does not come from NATS, and for testing projections.
+func Apply(ctx context.Context, pool *pgxpool.Pool, proj Projection, evs []events.Envelope) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		if err := queueApply(ctx, b, proj, evs); err != nil {
+			return err
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+}
+
+// queueApply queues on b the statements applying evs and recording each stream's version, after
+// writing them to proj's external store if it has one.
+func queueApply(ctx context.Context, b *pgx.Batch, proj Projection, evs []events.Envelope) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	// The highest version applied per stream: projection_streams gets one statement per batch, not
+	// one per event, which halves the statements of a batch. Within the transaction the order does
+	// not matter; readers see the commit.
+	var streams []string
+	var versions []int64
+	latest := map[string]int{}
+	for _, e := range evs {
+		if err := proj.Apply(b, e); err != nil {
+			return fmt.Errorf("apply %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
+		}
+		if i, ok := latest[e.Stream]; ok {
+			versions[i] = max(versions[i], int64(e.Version))
+		} else {
+			latest[e.Stream] = len(streams)
+			streams, versions = append(streams, e.Stream), append(versions, int64(e.Version))
+		}
+	}
+	// The external write comes last, after every event proved applicable.
+	if ext, ok := proj.(External); ok {
+		if err := ext.Write(ctx, evs); err != nil {
+			return fmt.Errorf("write %d events to %s: %w", len(evs), proj.Name(), err)
+		}
+	}
+	b.Queue(upsertStreamVersions, proj.Name(), streams, versions)
+	return nil
 }
 
 // blockedStreams returns the streams among items that have parked events. It is a locking read:
