@@ -14,7 +14,7 @@
 //
 // Waiting costs no polling: one [Waiter] per process holds a LISTEN connection on channel
 // strata_projection, where projectors announce each commit with the projection's name, and wakes
-// exactly the requests waiting on that projection; each then looks again with one query.
+// the requests waiting on that projection: one query per notification looks at all of their streams.
 //
 // Every answer carries the Consistency-Token of what it reflects: the request's token merged with
 // the streams and versions of the entities returned, so that a client can chain reads. Single
@@ -45,6 +45,7 @@ import (
 	"github.com/strata-dev/strata/internal/consistency"
 	"github.com/strata-dev/strata/internal/platform"
 	"github.com/strata-dev/strata/internal/problem"
+	"github.com/strata-dev/strata/search"
 )
 
 // HeaderConsistencyToken carries a consistency token: in a request, what the answer must reflect; in
@@ -82,6 +83,8 @@ type HandlerOptions struct {
 	// Heartbeat is the interval of comment lines on idle event streams, which keep proxies from
 	// closing them and let the server notice a client that went away. Default 15 s.
 	Heartbeat time.Duration
+	// Search answers /v1/search/products and /v1/search/orders; nil leaves them out (404).
+	Search search.Index
 	// Ready are readiness checks behind /readyz besides the database and the waiter's LISTEN
 	// connection, which are always checked.
 	Ready []platform.Check
@@ -98,7 +101,7 @@ type api struct {
 // eventsRoute names the event stream route, which the load shedder counts apart.
 const eventsRoute = "order-events"
 
-// NewHandler returns the query API of DESIGN section 5 (without search), reading the read models
+// NewHandler returns the query API of DESIGN section 5 (search when opts.Search is set), reading the read models
 // through pool and waiting for consistency tokens with waiter, plus /healthz, /readyz (the database
 // is reachable and waiter is listening) and /metrics. It registers its metrics on opts.Registry and
 // panics, as prometheus does, if they are already registered there.
@@ -173,6 +176,10 @@ func NewHandler(pool *pgxpool.Pool, waiter *Waiter, opts HandlerOptions) http.Ha
 	get("/v1/orders/{id}", a.getOrder)
 	get("/v1/orders/{id}/events", a.orderEvents).Name(eventsRoute)
 	get("/v1/customers/{id}/orders", a.listCustomerOrders)
+	if opts.Search != nil {
+		get("/v1/search/products", a.searchProducts)
+		get("/v1/search/orders", a.searchOrders)
+	}
 
 	platform.HandleUnmatched(r, requests)
 	return r

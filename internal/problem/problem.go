@@ -12,6 +12,7 @@ import (
 	"github.com/strata-dev/strata/domain"
 	"github.com/strata-dev/strata/eventstore"
 	"github.com/strata-dev/strata/internal/consistency"
+	"github.com/strata-dev/strata/search"
 )
 
 // Errors of the HTTP edge that are not domain or store errors. Wrap them with the detail a client
@@ -59,8 +60,9 @@ const typeBase = "https://strata.dev/problems/"
 // Unknown errors become a 500 whose detail does not leak internals.
 func FromError(err error) Problem {
 	var (
-		validation *domain.ValidationError
-		conflict   *eventstore.ConflictError
+		validation    *domain.ValidationError
+		conflict      *eventstore.ConflictError
+		invalidSearch *search.InvalidError
 	)
 	switch {
 	case errors.As(err, &validation):
@@ -85,6 +87,12 @@ func FromError(err error) Problem {
 		return Problem{Type: typeBase + "conflict", Title: "Concurrent modification", Status: http.StatusConflict, Detail: err.Error()}
 	case errors.Is(err, ErrMalformed):
 		return Problem{Type: typeBase + "malformed-request", Title: "Malformed request", Status: http.StatusBadRequest, Detail: err.Error()}
+	case errors.As(err, &invalidSearch):
+		return Problem{Type: typeBase + "invalid-search", Title: "Invalid search", Status: http.StatusBadRequest, Detail: err.Error()}
+	case errors.Is(err, search.ErrBadCursor):
+		return Problem{Type: typeBase + "malformed-request", Title: "Malformed request", Status: http.StatusBadRequest, Detail: err.Error()}
+	case errors.Is(err, search.ErrUnavailable):
+		return Problem{Type: typeBase + "search-unavailable", Title: "Search unavailable", Status: http.StatusServiceUnavailable, Detail: err.Error(), RetryAfter: 1}
 	case errors.Is(err, consistency.ErrMalformed):
 		return Problem{Type: typeBase + "malformed-consistency-token", Title: "Malformed consistency token", Status: http.StatusBadRequest, Detail: err.Error()}
 	case errors.Is(err, ErrUnsupportedMediaType):
