@@ -8,6 +8,7 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 
 GO ?= go
 PG := bash deploy/postgres.sh
+ES := bash deploy/elasticsearch.sh
 
 # Override on the command line, e.g. `make test PKG=./eventstore/... RUN=TestAppend`.
 PKG ?= ./...
@@ -33,13 +34,25 @@ WITH_DB = DATABASE_URL="$$($(PG) start)"; \
 	export DATABASE_URL; \
 	echo "DATABASE_URL=$$DATABASE_URL" >&2;
 
+# Recipe prefix: start (or reuse) Elasticsearch and export ELASTICSEARCH_URL, for the tests and
+# benchmarks that run the search contract against it.
+WITH_ES = ELASTICSEARCH_URL="$$($(ES) start)"; \
+	[[ -n $$ELASTICSEARCH_URL ]]; \
+	export ELASTICSEARCH_URL; \
+	echo "ELASTICSEARCH_URL=$$ELASTICSEARCH_URL" >&2;
+
+# `make run SEARCH=elasticsearch` runs strata dev with the local Elasticsearch instead of PostgreSQL
+# full-text search.
+SEARCH ?= postgres
+WITH_SEARCH = $(if $(filter elasticsearch,$(SEARCH)),$(WITH_ES))
+
 .PHONY: help
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "\033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: run
-run: ## Run the dev server (go run ./cmd/strata dev) against the local PostgreSQL
-	$(WITH_DB) $(GO) run ./cmd/strata dev
+run: ## Run the dev server (go run ./cmd/strata dev) against the local PostgreSQL (SEARCH=elasticsearch: with a local Elasticsearch)
+	$(WITH_DB) $(WITH_SEARCH) $(GO) run ./cmd/strata dev
 
 .PHONY: build
 build: ## Build bin/strata
@@ -50,8 +63,8 @@ vet: ## Run go vet
 	$(GO) vet ./...
 
 .PHONY: test
-test: vet ## Run all tests with -race against PostgreSQL (deploy/postgres.sh, or $DATABASE_URL)
-	$(WITH_DB) $(GO) test -race -count=1 -timeout 12m $(RUN_FLAG) $(TESTFLAGS) $(PKG)
+test: vet ## Run all tests with -race against PostgreSQL and Elasticsearch (deploy/*.sh, or $DATABASE_URL, $ELASTICSEARCH_URL)
+	$(WITH_DB) $(WITH_ES) $(GO) test -race -count=1 -timeout 12m $(RUN_FLAG) $(TESTFLAGS) $(PKG)
 
 .PHONY: test-esdb
 test-esdb: ## Run the event store contract suite against a real EventStoreDB (ESDB_URL, default: the compose one)
@@ -72,8 +85,8 @@ test-short: ## Run the short tests with -race, no database needed
 	$(GO) test -race -short $(RUN_FLAG) $(TESTFLAGS) $(PKG)
 
 .PHONY: bench
-bench: ## Run benchmarks against PostgreSQL; output also goes to bench.out
-	$(WITH_DB) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 -timeout 30m $(TESTFLAGS) $(PKG) 2>&1 | tee bench.out
+bench: ## Run benchmarks against PostgreSQL and Elasticsearch; output also goes to bench.out
+	$(WITH_DB) $(WITH_ES) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 -timeout 30m $(TESTFLAGS) $(PKG) 2>&1 | tee bench.out
 
 .PHONY: fuzz
 fuzz: ## Fuzz the command decoder for 30s (FUZZ, FUZZTIME, FUZZPKG to override)
@@ -107,6 +120,22 @@ db-status: ## Show whether the local PostgreSQL is running
 .PHONY: db-url
 db-url: ## Print the PostgreSQL URL (no side effects)
 	@$(PG) url
+
+.PHONY: es-start
+es-start: ## Start (or reuse) the local Elasticsearch and print its URL
+	@$(ES) start
+
+.PHONY: es-stop
+es-stop: ## Stop the local Elasticsearch (data in .data/ is kept)
+	@$(ES) stop
+
+.PHONY: es-status
+es-status: ## Show whether the local Elasticsearch is running
+	@$(ES) status
+
+.PHONY: es-url
+es-url: ## Print the Elasticsearch URL (no side effects)
+	@$(ES) url
 
 .PHONY: clean
 clean: ## Remove build and benchmark outputs (not the database in .data/)

@@ -92,6 +92,9 @@ func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, str
 	out := make([]ProjectionStatus, 0, len(projections))
 	for _, p := range projections {
 		s := ProjectionStatus{Name: p.Name(), Backend: "postgres", Status: "stopped", ActiveVersion: 1}
+		if ext, ok := p.(projector.External); ok {
+			s.Backend = ext.Backend()
+		}
 		var oldest *time.Time
 		rows, err := pool.Query(ctx, `SELECT position, updated_at FROM projection_checkpoints WHERE projection = $1 ORDER BY stream_sequence DESC`, p.Name())
 		if err != nil {

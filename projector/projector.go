@@ -64,6 +64,8 @@ type Projection interface {
 // events are retried one at a time and a poison event is parked.
 type External interface {
 	Projection
+	// Backend names the external store, for operators ("elasticsearch").
+	Backend() string
 	Write(ctx context.Context, evs []events.Envelope) error
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +46,14 @@ type config struct {
 	ProjectorMaxPartitions int
 	QueryAddr              string
 	AdminAddr              string
+
+	// Search. Empty ElasticsearchURLs: PostgreSQL full-text search.
+	ElasticsearchURLs   []string
+	ElasticsearchPrefix string
 }
+
+// validIndexPrefix is what Elasticsearch index names allow, more strictly.
+var validIndexPrefix = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,99}$`)
 
 // loadConfig reads the environment through getenv and validates it, reporting every problem at once.
 func loadConfig(getenv func(string) string) (config, error) {
@@ -116,6 +124,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		NATSPartitions:    int(integer("NATS_PARTITIONS", 8)),
 		QueryAddr:         str("QUERY_ADDR", ":8081"),
 		AdminAddr:         str("ADMIN_ADDR", ":8082"),
+
+		ElasticsearchPrefix: str("ELASTICSEARCH_INDEX_PREFIX", "strata"),
 	}
 	if v := getenv("PROJECTOR_MAX_PARTITIONS"); v != "" {
 		c.ProjectorMaxPartitions = int(integer("PROJECTOR_MAX_PARTITIONS", 0))
@@ -130,6 +140,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if u = strings.TrimSpace(u); u != "" {
 			c.NATSURLs = append(c.NATSURLs, u)
 		}
+	}
+	for _, u := range strings.Split(getenv("ELASTICSEARCH_URL"), ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			errs = append(errs, fmt.Errorf("ELASTICSEARCH_URL: %q is not a URL such as http://host:9200", u))
+		}
+		c.ElasticsearchURLs = append(c.ElasticsearchURLs, u)
+	}
+	if !validIndexPrefix.MatchString(c.ElasticsearchPrefix) {
+		errs = append(errs, fmt.Errorf("ELASTICSEARCH_INDEX_PREFIX=%q: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", c.ElasticsearchPrefix))
 	}
 	// One replica on the embedded server; a cluster keeps three copies unless told otherwise.
 	defaultReplicas := int64(1)

@@ -69,3 +69,25 @@ func TestConfigNATS(t *testing.T) {
 		require.ErrorContains(t, err, want)
 	}
 }
+
+func TestConfigElasticsearch(t *testing.T) {
+	cfg, err := loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db"}))
+	require.NoError(t, err)
+	require.Empty(t, cfg.ElasticsearchURLs, "no ELASTICSEARCH_URL means PostgreSQL full-text search")
+	require.Equal(t, "strata", cfg.ElasticsearchPrefix)
+
+	cfg, err = loadConfig(env(map[string]string{"DATABASE_URL": "postgres://u@h/db",
+		"ELASTICSEARCH_URL": "http://es1:9200, https://es2:9200", "ELASTICSEARCH_INDEX_PREFIX": "shop"}))
+	require.NoError(t, err)
+	require.Equal(t, []string{"http://es1:9200", "https://es2:9200"}, cfg.ElasticsearchURLs)
+	require.Equal(t, "shop", cfg.ElasticsearchPrefix)
+
+	for _, bad := range []map[string]string{
+		{"ELASTICSEARCH_URL": "es1:9200"}, {"ELASTICSEARCH_URL": "ftp://es1"},
+		{"ELASTICSEARCH_INDEX_PREFIX": "Shop"}, {"ELASTICSEARCH_INDEX_PREFIX": "_x"}, {"ELASTICSEARCH_INDEX_PREFIX": "a,b"},
+	} {
+		bad["DATABASE_URL"] = "postgres://u@h/db"
+		_, err := loadConfig(env(bad))
+		require.Error(t, err, "%v", bad)
+	}
+}

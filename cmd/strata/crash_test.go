@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/strata-dev/strata/internal/pgtest"
 	"github.com/strata-dev/strata/internal/platform"
 	"github.com/strata-dev/strata/internal/syncbuf"
+	"github.com/strata-dev/strata/projector"
 )
 
 // TestDevSurvivesSIGKILL runs `strata dev` as a separate process, drives a write load against it over
@@ -53,7 +55,16 @@ func TestDevSurvivesSIGKILL(t *testing.T) {
 		"DATABASE_URL": dbURL, "EVENTSTORE_URL": "", "NATS_URL": "", "STRATA_DATA_DIR": t.TempDir(),
 		"COMMAND_ADDR": addr(), "QUERY_ADDR": addr(), "ADMIN_ADDR": addr(), "RELAY_ADDR": addr(),
 		"NATS_EMBEDDED_PORT": fmt.Sprint(natstest.FreePort(t)), "NATS_PARTITIONS": "4", "LOG_LEVEL": "warn",
+		// Elasticsearch when the test run has one (make test does), each test with its own indices.
+		"ELASTICSEARCH_URL": os.Getenv("ELASTICSEARCH_URL"), "ELASTICSEARCH_INDEX_PREFIX": "crash-" + strings.ToLower(crand.Text()[:10]),
 	}
+	cfg, err := loadConfig(env(vars))
+	require.NoError(t, err)
+	if len(cfg.ElasticsearchURLs) > 0 {
+		t.Cleanup(func() { deleteIndices(t, cfg.ElasticsearchURLs[0], cfg.ElasticsearchPrefix) })
+	}
+	_, projections, err := searchEngine(cfg, nil)
+	require.NoError(t, err)
 	c := &crashClient{
 		command: "http://" + vars["COMMAND_ADDR"], query: "http://" + vars["QUERY_ADDR"],
 		http: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 2 * clients}},
@@ -267,7 +278,7 @@ func TestDevSurvivesSIGKILL(t *testing.T) {
 	// (c) Once caught up, every stream's version in the read models is the store's.
 	var diff []string
 	require.Eventually(t, func() bool {
-		diff = streamVersionDiff(t.Context(), pool)
+		diff = streamVersionDiff(t.Context(), pool, projections)
 		return len(diff) == 0
 	}, 15*time.Second, 20*time.Millisecond, "the read models should catch up with the store: %v", &diff)
 	var parked int
@@ -280,19 +291,29 @@ func TestDevSurvivesSIGKILL(t *testing.T) {
 		time.Since(readsDone).Round(time.Millisecond), events)
 }
 
-// streamVersionDiff compares each stream's last version in the store with the version its projection
-// recorded in projection_streams, and describes the differences (at most 10).
-func streamVersionDiff(ctx context.Context, pool *pgxpool.Pool) []string {
+// streamVersionDiff compares each stream's last version in the store with the version each
+// projection of it recorded in projection_streams, and describes the differences (at most 10).
+func streamVersionDiff(ctx context.Context, pool *pgxpool.Pool, projections []projector.Projection) []string {
+	var names, aggregates []string
+	for _, p := range projections {
+		for _, a := range p.AggregateTypes() {
+			names, aggregates = append(names, p.Name()), append(aggregates, a)
+		}
+	}
 	rows, err := pool.Query(ctx, `
-		WITH store AS (
-			SELECT stream_id, max(version) AS version,
-				CASE split_part(stream_id, '-', 1) WHEN 'product' THEN 'products' WHEN 'order' THEN 'orders' END AS projection
-			FROM events GROUP BY stream_id
+		WITH projection AS (
+			SELECT * FROM unnest($1::text[], $2::text[]) AS p(name, aggregate)
+		), store AS (
+			SELECT p.name AS projection, e.stream_id, max(e.version) AS version
+			FROM events e JOIN projection p ON p.aggregate = split_part(e.stream_id, '-', 1)
+			GROUP BY 1, 2
+		), projected AS (
+			SELECT * FROM projection_streams WHERE projection = ANY($1)
 		)
 		SELECT coalesce(s.projection, p.projection), coalesce(s.stream_id, p.stream), coalesce(s.version, 0), coalesce(p.version, 0)
-		FROM store s FULL JOIN projection_streams p ON p.projection = s.projection AND p.stream = s.stream_id
+		FROM store s FULL JOIN projected p ON p.projection = s.projection AND p.stream = s.stream_id
 		WHERE s.version IS DISTINCT FROM p.version
-		ORDER BY 2 LIMIT 10`)
+		ORDER BY 2 LIMIT 10`, names, aggregates)
 	if err != nil {
 		return []string{err.Error()}
 	}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,28 +22,45 @@ import (
 
 // TestEndToEnd runs `strata dev` in-process and drives it over HTTP: every write is read back at once
 // through the query service with the token the command returned, 200 times in a row, and not one read
-// may be stale. It runs on the PostgreSQL event store, and on the EventStoreDB adapter against the
-// in-process stand-in of EventStoreDB's gRPC API.
+// may be stale; then writes are searched for with their tokens, and every search must find them. It
+// runs on the PostgreSQL event store with PostgreSQL full-text search, on the EventStoreDB adapter
+// against the in-process stand-in of EventStoreDB's gRPC API, and with Elasticsearch when
+// ELASTICSEARCH_URL names one (make test starts one).
 func TestEndToEnd(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		endToEnd(t, "")
+		endToEnd(t, "", "")
 	})
 	t.Run("eventstoredb-standin", func(t *testing.T) {
 		t.Parallel()
-		endToEnd(t, esdbtest.Start(t).URL())
+		endToEnd(t, esdbtest.Start(t).URL(), "")
+	})
+	t.Run("elasticsearch", func(t *testing.T) {
+		es := os.Getenv("ELASTICSEARCH_URL")
+		if es == "" && os.Getenv("CI") != "" {
+			t.Fatal("ELASTICSEARCH_URL is not set in CI: make test starts Elasticsearch with deploy/elasticsearch.sh")
+		}
+		if es == "" {
+			t.Skip("ELASTICSEARCH_URL is not set; `make test` starts Elasticsearch with deploy/elasticsearch.sh")
+		}
+		t.Parallel()
+		endToEnd(t, "", es)
 	})
 }
 
-func endToEnd(t *testing.T, eventStoreURL string) {
+func endToEnd(t *testing.T, eventStoreURL, elasticsearchURL string) {
 	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t)) }
 	vars := map[string]string{
+		"ELASTICSEARCH_URL": elasticsearchURL, "ELASTICSEARCH_INDEX_PREFIX": "e2e-" + strings.ToLower(rand.Text()[:10]),
 		"DATABASE_URL": pgtest.URL(t), "EVENTSTORE_URL": eventStoreURL, "STRATA_DATA_DIR": t.TempDir(),
 		"COMMAND_ADDR": addr(), "QUERY_ADDR": addr(), "ADMIN_ADDR": addr(), "RELAY_ADDR": addr(),
 		"NATS_EMBEDDED_PORT": fmt.Sprint(natstest.FreePort(t)), "NATS_PARTITIONS": "4", "LOG_LEVEL": "warn",
 	}
 	cfg, err := loadConfig(env(vars))
 	require.NoError(t, err)
+	if elasticsearchURL != "" {
+		t.Cleanup(func() { deleteIndices(t, elasticsearchURL, cfg.ElasticsearchPrefix) })
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- runDev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
@@ -105,8 +124,43 @@ func endToEnd(t *testing.T, eventStoreURL string) {
 	require.Zero(t, stale, "reads with the write's token must reflect the write")
 
 	order, token := post("/v1/orders", fmt.Sprintf(`{"customer_id":"c1","customer_name":"Ada","customer_email":"ada@example.com","lines":[{"product_id":%q,"quantity":2}]}`, id))
+	orderToken := token
 	status, got := get("/v1/orders/"+order["id"].(string), token)
 	require.Equal(t, http.StatusOK, status, "%v", got)
 	require.Equal(t, "pending", got["status"])
 	require.Equal(t, float64(2*1299), got["total_cents"])
+
+	// Search with the write's token: the change is searchable at once, on either engine.
+	unseen := 0
+	for i := range 30 {
+		word := fmt.Sprintf("aurora%dz", i)
+		_, token = post("/v1/products/"+id+"/rename", fmt.Sprintf(`{"name":"Mug %s"}`, word))
+		status, res := get("/v1/search/products?q="+word, token)
+		require.Equal(t, http.StatusOK, status, "search %d: %v", i, res)
+		items := res["items"].([]any)
+		if len(items) != 1 || items[0].(map[string]any)["id"] != id || items[0].(map[string]any)["name"] != "Mug "+word {
+			unseen++
+		}
+	}
+	require.Zero(t, unseen, "searches with the write's token must find the write")
+	status, res := get("/v1/search/orders?q=ada&status=pending", orderToken)
+	require.Equal(t, http.StatusOK, status, "%v", res)
+	require.Len(t, res["items"], 1, "%v", res)
+	require.Equal(t, order["id"], res["items"].([]any)[0].(map[string]any)["id"])
+}
+
+// deleteIndices removes the indices and templates strata created under prefix. Wildcard deletes are
+// refused by default, so they go by name.
+func deleteIndices(t *testing.T, url, prefix string) {
+	for _, path := range []string{"/" + prefix + "-products-v1", "/" + prefix + "-orders-v1",
+		"/_index_template/" + prefix + "-products-v1", "/_index_template/" + prefix + "-orders-v1"} {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodDelete, strings.TrimRight(url, "/")+path, nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Logf("clean up %s: %v", path, err)
+			continue
+		}
+		resp.Body.Close()
+	}
 }

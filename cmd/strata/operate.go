@@ -28,7 +28,12 @@ func deadLetters(ctx context.Context, cfg config) (*projector.DeadLetters, func(
 		pool.Close()
 		return nil, nil, err
 	}
-	return projector.NewDeadLetters(pool, codec, projections()...), pool.Close, nil
+	_, projections, err := searchEngine(cfg, pool)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return projector.NewDeadLetters(pool, codec, projections...), pool.Close, nil
 }
 
 func dlqList(ctx context.Context, cfg config, out io.Writer) error {
@@ -93,7 +98,11 @@ func projectionsList(ctx context.Context, cfg config, log *slog.Logger, out io.W
 	if err != nil {
 		return err
 	}
-	st, err := admin.Status(ctx, pool, js, cfg.NATSStream, cfg.NATSPartitions, projections())
+	_, projections, err := searchEngine(cfg, pool)
+	if err != nil {
+		return err
+	}
+	st, err := admin.Status(ctx, pool, js, cfg.NATSStream, cfg.NATSPartitions, projections)
 	if err != nil {
 		return err
 	}

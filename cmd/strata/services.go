@@ -31,6 +31,9 @@ import (
 	readmodel "github.com/strata-dev/strata/projector/postgres"
 	"github.com/strata-dev/strata/query"
 	"github.com/strata-dev/strata/relay"
+	"github.com/strata-dev/strata/search"
+	"github.com/strata-dev/strata/search/elasticsearch"
+	searchpg "github.com/strata-dev/strata/search/postgres"
 )
 
 // deps are the resources services share within one process.
@@ -42,6 +45,9 @@ type deps struct {
 	codec    *events.Codec
 	registry *prometheus.Registry
 	nc       *nats.Conn // nil unless a service needs NATS
+	search   search.Index
+	// projections are every read model this deployment keeps, search models included.
+	projections []projector.Projection
 }
 
 // service is one of strata's services: start runs its loops on g and returns once it is listening.
@@ -59,9 +65,30 @@ var (
 	queryService     = service{name: "query", start: startQuery}
 )
 
-// projections are the read models this deployment keeps.
-func projections() []projector.Projection {
-	return []projector.Projection{readmodel.Products{}, readmodel.Orders{}}
+// searchEngine opens the search engine ELASTICSEARCH_URL chooses (PostgreSQL full-text search when it
+// is empty) and returns it with every projection this deployment keeps: the PostgreSQL read models
+// and the search models. It performs no I/O: Elasticsearch's indices are set up by setupSearch.
+func searchEngine(cfg config, pool *pgxpool.Pool) (search.Index, []projector.Projection, error) {
+	projections := []projector.Projection{readmodel.Products{}, readmodel.Orders{}}
+	if len(cfg.ElasticsearchURLs) == 0 {
+		return searchpg.New(pool), append(projections, searchpg.Products{}, searchpg.Orders{}), nil
+	}
+	idx, err := elasticsearch.New(elasticsearch.Options{URLs: cfg.ElasticsearchURLs, Prefix: cfg.ElasticsearchPrefix})
+	if err != nil {
+		return nil, nil, err
+	}
+	return idx, append(projections, idx.Products(), idx.Orders()), nil
+}
+
+// setupSearch creates what the search engine needs before the first write or search: Elasticsearch's
+// index templates, indices and aliases (PostgreSQL's tables come with the migrations).
+func setupSearch(ctx context.Context, idx search.Index) error {
+	if es, ok := idx.(*elasticsearch.Index); ok {
+		if err := es.Setup(ctx); err != nil {
+			return fmt.Errorf("set up Elasticsearch: %w", err)
+		}
+	}
+	return nil
 }
 
 // runServices opens the shared resources, starts every service, and waits until ctx ends or one of
@@ -90,7 +117,14 @@ func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	d := deps{cfg: cfg, log: log, pool: pool, store: store, codec: codec, registry: reg}
+	idx, projections, err := searchEngine(cfg, pool)
+	if err != nil {
+		return err
+	}
+	if err := setupSearch(ctx, idx); err != nil {
+		return err
+	}
+	d := deps{cfg: cfg, log: log, pool: pool, store: store, codec: codec, registry: reg, search: idx, projections: projections}
 	if slices.ContainsFunc(services, func(s service) bool { return s.needsNATS }) {
 		nc, shutdown, err := openNATS(ctx, cfg, log)
 		if err != nil {
@@ -212,7 +246,7 @@ func startRelay(ctx context.Context, g *errgroup.Group, d deps) error {
 
 // startProjectors runs every projection.
 func startProjectors(ctx context.Context, g *errgroup.Group, d deps) error {
-	for _, p := range projections() {
+	for _, p := range d.projections {
 		r, err := projector.NewRunner(d.pool, d.nc, d.codec, p, projector.Config{
 			Stream: d.cfg.NATSStream, SubjectPrefix: d.cfg.NATSSubjectPrefix,
 			Partitions: d.cfg.NATSPartitions, MaxPartitions: d.cfg.ProjectorMaxPartitions,
@@ -222,7 +256,7 @@ func startProjectors(ctx context.Context, g *errgroup.Group, d deps) error {
 		}
 		g.Go(func() error { return r.Run(ctx) })
 	}
-	d.log.Info("projecting", "service", "projector", "projections", len(projections()), "partitions", d.cfg.NATSPartitions)
+	d.log.Info("projecting", "service", "projector", "projections", len(d.projections), "search", d.search.Engine(), "partitions", d.cfg.NATSPartitions)
 	return nil
 }
 
@@ -230,7 +264,7 @@ func startProjectors(ctx context.Context, g *errgroup.Group, d deps) error {
 func startQuery(ctx context.Context, g *errgroup.Group, d deps) error {
 	waiter := query.NewWaiter(d.pool, d.log.With("service", "query"))
 	g.Go(func() error { return waiter.Run(ctx) })
-	h := query.NewHandler(d.pool, waiter, query.HandlerOptions{Logger: d.log.With("service", "query"), Registry: d.registry})
+	h := query.NewHandler(d.pool, waiter, query.HandlerOptions{Logger: d.log.With("service", "query"), Registry: d.registry, Search: d.search})
 	return listen(ctx, g, d, "query", d.cfg.QueryAddr, h)
 }
 
@@ -240,8 +274,8 @@ func startAdmin(ctx context.Context, g *errgroup.Group, d deps) error {
 	if err != nil {
 		return err
 	}
-	h := admin.NewHandler(d.pool, js, projector.NewDeadLetters(d.pool, d.codec, projections()...), admin.Options{
-		Projections: projections(), Partitions: d.cfg.NATSPartitions, Stream: d.cfg.NATSStream,
+	h := admin.NewHandler(d.pool, js, projector.NewDeadLetters(d.pool, d.codec, d.projections...), admin.Options{
+		Projections: d.projections, Partitions: d.cfg.NATSPartitions, Stream: d.cfg.NATSStream,
 		Logger: d.log.With("service", "admin"), Registry: d.registry,
 		Ready: []platform.Check{{Name: "database", Run: d.pool.Ping}},
 	})
