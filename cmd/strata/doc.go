@@ -3,8 +3,8 @@
 //	strata dev               every service in one process on embedded defaults (make run)
 //	strata command           the REST command service
 //	strata relay             the relay from the event store to NATS JetStream
-//	strata projector         the projectors that keep the read models
-//	strata query             the REST query service
+//	strata projector         the projectors that keep the read models and search models
+//	strata query             the REST query service, search included
 //	strata admin             the admin API
 //	strata projections list  projection status: checkpoint, lag, dead letters
 //	strata dlq list|retry|skip   the dead-letter store
@@ -41,4 +41,6 @@
 //	RELAY_MAX_IN_FLIGHT   publishes awaiting an ack (default 4096)
 //	NATS_PARTITIONS       partitions of the events stream, shared out among projector processes (default 8)
 //	PROJECTOR_MAX_PARTITIONS   most partitions one projector process consumes (default all)
+//	ELASTICSEARCH_URL     Elasticsearch nodes, comma-separated; empty: PostgreSQL full-text search
+//	ELASTICSEARCH_INDEX_PREFIX   start of every index, alias and template name (default strata)
 package main

@@ -81,7 +81,8 @@ func searchEngine(cfg config, pool *pgxpool.Pool) (search.Index, []projector.Pro
 }
 
 // setupSearch creates what the search engine needs before the first write or search: Elasticsearch's
-// index templates, indices and aliases (PostgreSQL's tables come with the migrations).
+// index templates, indices and aliases (PostgreSQL's tables come with the migrations). The services
+// that write or search call it; it is idempotent, so in strata dev the second call costs a request.
 func setupSearch(ctx context.Context, idx search.Index) error {
 	if es, ok := idx.(*elasticsearch.Index); ok {
 		if err := es.Setup(ctx); err != nil {
@@ -119,9 +120,6 @@ func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...
 
 	idx, projections, err := searchEngine(cfg, pool)
 	if err != nil {
-		return err
-	}
-	if err := setupSearch(ctx, idx); err != nil {
 		return err
 	}
 	d := deps{cfg: cfg, log: log, pool: pool, store: store, codec: codec, registry: reg, search: idx, projections: projections}
@@ -246,6 +244,9 @@ func startRelay(ctx context.Context, g *errgroup.Group, d deps) error {
 
 // startProjectors runs every projection.
 func startProjectors(ctx context.Context, g *errgroup.Group, d deps) error {
+	if err := setupSearch(ctx, d.search); err != nil {
+		return err
+	}
 	for _, p := range d.projections {
 		r, err := projector.NewRunner(d.pool, d.nc, d.codec, p, projector.Config{
 			Stream: d.cfg.NATSStream, SubjectPrefix: d.cfg.NATSSubjectPrefix,
@@ -262,6 +263,9 @@ func startProjectors(ctx context.Context, g *errgroup.Group, d deps) error {
 
 // startQuery runs the query service and its listener for projector progress.
 func startQuery(ctx context.Context, g *errgroup.Group, d deps) error {
+	if err := setupSearch(ctx, d.search); err != nil {
+		return err
+	}
 	waiter := query.NewWaiter(d.pool, d.log.With("service", "query"))
 	g.Go(func() error { return waiter.Run(ctx) })
 	h := query.NewHandler(d.pool, waiter, query.HandlerOptions{Logger: d.log.With("service", "query"), Registry: d.registry, Search: d.search})
