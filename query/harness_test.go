@@ -24,6 +24,7 @@ import (
 	"github.com/strata-dev/strata/internal/problem"
 	"github.com/strata-dev/strata/migrations"
 	"github.com/strata-dev/strata/query"
+	"github.com/strata-dev/strata/search"
 )
 
 // t0 is a timestamp at PostgreSQL's precision (microseconds).
@@ -50,6 +51,8 @@ type harnessConfig struct {
 	idle bool
 	// server adjusts the HTTP server before it starts.
 	server func(*http.Server)
+	// search, when set, makes the search engine over the harness's pool: the handler's Search.
+	search func(*pgxpool.Pool) search.Index
 }
 
 func newHarness(t *testing.T, cfg harnessConfig) *harness {
@@ -65,6 +68,9 @@ func newHarness(t *testing.T, cfg harnessConfig) *harness {
 	require.NoError(t, err)
 	t.Cleanup(h.pool.Close)
 	require.NoError(t, migrations.Apply(t.Context(), h.pool, migrations.ReadModel))
+	if cfg.search != nil {
+		cfg.handler.Search = cfg.search(h.pool)
+	}
 
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if cfg.recheck == 0 {

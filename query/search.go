@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/strata-dev/strata/events"
@@ -41,9 +42,11 @@ type orderFacets struct {
 // searchProducts answers GET /v1/search/products?q=&category=&min_price=&max_price=&in_stock=&sort=&cursor=&limit=.
 // Prices are in minor units, like price_cents.
 func (a *api) searchProducts(w http.ResponseWriter, r *http.Request) error {
-	v := r.URL.Query()
+	v, err := searchParams(r)
+	if err != nil {
+		return err
+	}
 	q := search.ProductQuery{Text: v.Get("q"), Category: v.Get("category"), Sort: search.Sort(v.Get("sort")), Cursor: v.Get("cursor")}
-	var err error
 	if q.MinPriceCents, err = optionalInt(v, "min_price"); err != nil {
 		return err
 	}
@@ -79,9 +82,11 @@ func (a *api) searchProducts(w http.ResponseWriter, r *http.Request) error {
 // searchOrders answers GET /v1/search/orders?q=&status=&from=&to=&cursor=&limit=. from and to are
 // RFC 3339 times.
 func (a *api) searchOrders(w http.ResponseWriter, r *http.Request) error {
-	v := r.URL.Query()
+	v, err := searchParams(r)
+	if err != nil {
+		return err
+	}
 	q := search.OrderQuery{Text: v.Get("q"), Status: v.Get("status"), Cursor: v.Get("cursor")}
-	var err error
 	if q.From, err = optionalTime(v, "from"); err != nil {
 		return err
 	}
@@ -137,6 +142,26 @@ func writeSearch(w http.ResponseWriter, v any, tok consistency.Token) {
 	h.Set("Cache-Control", "no-store")
 	h.Set(HeaderConsistencyToken, tok.String())
 	writeJSON(w, http.StatusOK, v)
+}
+
+// searchParams parses the query string of a search. r.URL.Query() drops, without a word, every pair
+// it cannot decode (a bad %-escape such as q=100%, a raw semicolon), and the search would then run
+// without it: a mangled min_price would widen the results, a mangled cursor would restart at the
+// first page. Such a pair is refused instead, naming its parameter.
+func searchParams(r *http.Request) (url.Values, error) {
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err == nil {
+		return v, nil
+	}
+	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
+		name, value, _ := strings.Cut(pair, "=")
+		_, nameErr := url.QueryUnescape(name)
+		_, valueErr := url.QueryUnescape(value)
+		if nameErr != nil || valueErr != nil || strings.Contains(pair, ";") {
+			return nil, fmt.Errorf("query parameter %.40q: not percent-encoded (a %% or ; must be escaped): %w", name, problem.ErrMalformed)
+		}
+	}
+	return nil, fmt.Errorf("query string: %v: %w", err, problem.ErrMalformed)
 }
 
 func searchLimit(v url.Values) (int, error) {
