@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,6 +69,12 @@ type External interface {
 	Backend() string
 	Write(ctx context.Context, evs []events.Envelope) error
 }
+
+// ErrUnavailable marks a failure of the read model's store rather than of an event: a cluster that
+// is down or overloaded. Projections wrap it around such errors (search/elasticsearch does); the
+// runner then retries the event, with capped backoff, for as long as it takes, instead of parking
+// it as poison: an outage must not fill the dead-letter store.
+var ErrUnavailable = errors.New("read-model store unavailable")
 
 // NotifyChannel is the PostgreSQL channel projectors notify after every commit, with the projection's
 // name as payload.
@@ -461,22 +468,34 @@ func (r *Runner) applyBatch(ctx context.Context, p *partition, msgs []jetstream.
 	return nil
 }
 
-// applyOne applies a single event with retries, and parks it when they run out.
+// applyOne applies a single event with retries, and parks it when they run out. Failures of an
+// unavailable store ([ErrUnavailable], a lost PostgreSQL connection) do not count as attempts.
 func (r *Runner) applyOne(ctx context.Context, p *partition, one []item) error {
 	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	var err error
+	waiting := false
 	for attempt := 1; attempt <= r.cfg.MaxAttempts; attempt++ {
 		if one[0].err != nil {
 			err = one[0].err // undecodable: retrying cannot help
 			break
 		}
 		if err = r.commit(ctx, p, one, false); err == nil {
+			if waiting {
+				r.log.Info("read-model store available again", "partition", p.n)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		r.m.retries.Inc()
+		if unavailable(err) {
+			if !waiting {
+				r.log.Warn("read-model store unavailable; retrying until it is back", "partition", p.n, "err", err)
+				waiting = true
+			}
+			attempt-- // not the event's fault
+		}
 		if attempt < r.cfg.MaxAttempts {
 			if werr := retry.Wait(ctx); werr != nil {
 				return werr
@@ -490,6 +509,12 @@ func (r *Runner) applyOne(ctx context.Context, p *partition, one []item) error {
 		return fmt.Errorf("park %s: %w", one[0].rec.ID, perr)
 	}
 	return nil
+}
+
+// unavailable reports whether err is a failure of a store rather than of an event.
+func unavailable(err error) bool {
+	var connect *pgconn.ConnectError
+	return errors.Is(err, ErrUnavailable) || errors.As(err, &connect) || pgconn.Timeout(err)
 }
 
 const upsertStreamVersion = `

@@ -340,3 +340,62 @@ func TestRetryAfterTheCauseIsFixed(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, list)
 }
+
+// outage wraps a projection whose store is down while down is set: every event fails with
+// projector.ErrUnavailable, as the Elasticsearch projections report a cluster that cannot be
+// reached.
+type outage struct {
+	projector.Projection
+	mu       sync.Mutex
+	down     bool
+	failures int
+}
+
+func (o *outage) Apply(b *pgx.Batch, e events.Envelope) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.down {
+		o.failures++
+		return fmt.Errorf("store of %s@%d: %w", e.Stream, e.Version, projector.ErrUnavailable)
+	}
+	return o.Projection.Apply(b, e)
+}
+
+// TestUnavailableStoreIsWaitedFor takes the read model's store away for far more attempts than an
+// event gets before it is parked: nothing is parked, and once the store is back every event applies.
+func TestUnavailableStoreIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	o := &outage{Projection: rmpg.Products{}}
+	p := newPipeline(t, o)
+	ids := workload(t, p.svc, 3, 0)
+	p.waitApplied(t, "products", events.ProductAggregate)
+
+	o.mu.Lock()
+	o.down = true
+	o.mu.Unlock()
+	for _, id := range ids {
+		_, err := p.svc.AdjustStock(t.Context(), id, 3, "delivery", command.Request{})
+		require.NoError(t, err)
+	}
+	// The pipeline parks after 3 attempts; wait for many more failures than that.
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.failures >= 20
+	}, 30*time.Second, 5*time.Millisecond, "the runner keeps retrying")
+	var parked int
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT count(*) FROM dead_letters`).Scan(&parked))
+	require.Zero(t, parked, "an outage parks nothing")
+
+	o.mu.Lock()
+	o.down = false
+	o.mu.Unlock()
+	p.waitApplied(t, "products", events.ProductAggregate)
+	for _, id := range ids {
+		var stock int64
+		require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT stock FROM products WHERE id = $1`, id).Scan(&stock))
+		require.Equal(t, int64(3), stock)
+	}
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT count(*) FROM dead_letters`).Scan(&parked))
+	require.Zero(t, parked)
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 
 	"github.com/strata-dev/strata/migrations"
+	"github.com/strata-dev/strata/search"
 )
 
 // Defaults of [Options].
@@ -314,6 +315,16 @@ type Error struct {
 	Type, Reason string
 }
 
+// Unwrap makes an overloaded or unreachable cluster (429, 502, 503, 504) a [search.ErrUnavailable],
+// which the query service answers with 503 and Retry-After.
+func (e *Error) Unwrap() error {
+	switch e.Status {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return search.ErrUnavailable
+	}
+	return nil
+}
+
 // Error describes the error for humans.
 func (e *Error) Error() string {
 	if e.Type == "" {
@@ -329,7 +340,8 @@ func (c *conn) do(ctx context.Context, req esapi.Request) ([]byte, error) {
 	defer cancel()
 	res, err := req.Do(ctx, c.es)
 	if err != nil {
-		return nil, err
+		// Retries included, the cluster could not be reached in time.
+		return nil, fmt.Errorf("%w: %w", search.ErrUnavailable, err)
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(res.Body)

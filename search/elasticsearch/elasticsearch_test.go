@@ -513,3 +513,15 @@ func TestOptions(t *testing.T) {
 	var _ projector.External = idx.Orders()
 	var _ search.Index = idx
 }
+
+func TestUnreachableClusterIsUnavailable(t *testing.T) {
+	// Nothing listens on port 1 of the loopback interface.
+	idx, err := elasticsearch.New(elasticsearch.Options{URLs: []string{"http://127.0.0.1:1"}, MaxRetries: -1, RequestTimeout: 2 * time.Second})
+	require.NoError(t, err)
+	_, err = idx.SearchProducts(t.Context(), search.ProductQuery{Text: "lamp"})
+	require.ErrorIs(t, err, search.ErrUnavailable)
+	require.ErrorIs(t, idx.Refresh(t.Context()), search.ErrUnavailable)
+	require.NotErrorIs(t, &elasticsearch.Error{Status: 400, Type: "parsing_exception"}, search.ErrUnavailable)
+	require.ErrorIs(t, &elasticsearch.Error{Status: 503}, search.ErrUnavailable)
+	require.ErrorIs(t, &elasticsearch.Error{Status: 429}, search.ErrUnavailable)
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/strata-dev/strata/events"
+	"github.com/strata-dev/strata/projector"
 	"github.com/strata-dev/strata/search"
 )
 
@@ -46,9 +47,9 @@ func (*Products) Apply(_ *pgx.Batch, e events.Envelope) error {
 // created), or Elasticsearch refuses a document; the error names the document and Elasticsearch's
 // reason.
 func (p *Products) Write(ctx context.Context, evs []events.Envelope) error {
-	return write(ctx, p.c, p.c.products, "product", evs, search.ApplyProduct,
+	return forProjector(write(ctx, p.c, p.c.products, "product", evs, search.ApplyProduct,
 		func(d *search.Product) uint64 { return d.Version },
-		func(d *search.Product) { d.CreatedAt = d.CreatedAt.Truncate(time.Millisecond); d.Highlights = nil })
+		func(d *search.Product) { d.CreatedAt = d.CreatedAt.Truncate(time.Millisecond); d.Highlights = nil }))
 }
 
 // Orders keeps the order index, as [Products] does for products ([search.ApplyOrder]). Get it from
@@ -72,9 +73,18 @@ func (*Orders) Apply(_ *pgx.Batch, e events.Envelope) error {
 
 // Write implements projector.External, as [Products.Write] does.
 func (o *Orders) Write(ctx context.Context, evs []events.Envelope) error {
-	return write(ctx, o.c, o.c.orders, "order", evs, search.ApplyOrder,
+	return forProjector(write(ctx, o.c, o.c.orders, "order", evs, search.ApplyOrder,
 		func(d *search.Order) uint64 { return d.Version },
-		func(d *search.Order) { d.PlacedAt = d.PlacedAt.Truncate(time.Millisecond); d.Highlights = nil })
+		func(d *search.Order) { d.PlacedAt = d.PlacedAt.Truncate(time.Millisecond); d.Highlights = nil }))
+}
+
+// forProjector marks a cluster that is down or overloaded as [projector.ErrUnavailable], so that the
+// projector waits for it instead of parking the events as poison.
+func forProjector(err error) error {
+	if errors.Is(err, search.ErrUnavailable) {
+		return fmt.Errorf("%w: %w", projector.ErrUnavailable, err)
+	}
+	return err
 }
 
 // write folds evs onto the documents of their streams and indexes the changed ones. T is the
@@ -174,7 +184,8 @@ func write[T any](ctx context.Context, c *conn, n names, kind string, evs []even
 				results++
 				switch {
 				case err != nil:
-					failures = append(failures, fmt.Errorf("index %s %s@%d: %w", kind, item.DocumentID, *item.Version, err))
+					// The bulk request itself failed: the cluster, not the document.
+					failures = append(failures, fmt.Errorf("index %s %s@%d: %w: %w", kind, item.DocumentID, *item.Version, search.ErrUnavailable, err))
 				case res.Status == http.StatusConflict:
 					// The index holds this version or a newer one: already applied.
 				default:
@@ -189,7 +200,7 @@ func write[T any](ctx context.Context, c *conn, n names, kind string, evs []even
 		}
 	}
 	if err := bi.Close(ctx); err != nil {
-		return fmt.Errorf("bulk: %w", err)
+		return fmt.Errorf("bulk: %w: %w", search.ErrUnavailable, err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
