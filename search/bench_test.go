@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	mrand "math/rand/v2"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -88,7 +87,7 @@ func BenchmarkSearch(b *testing.B) {
 		idx, err := elasticsearch.New(elasticsearch.Options{URLs: []string{url}, Prefix: prefix})
 		require.NoError(b, err)
 		require.NoError(b, idx.Setup(b.Context()))
-		b.Cleanup(func() { deleteIndices(url, prefix) })
+		b.Cleanup(func() { _ = idx.Drop(context.Background()) })
 		benchEngine(b, benchPool(b), idx, idx.Products(), catalog)
 	})
 }
@@ -225,23 +224,6 @@ func benchPool(b *testing.B) *pgxpool.Pool {
 	b.Cleanup(pool.Close)
 	require.NoError(b, migrations.Apply(b.Context(), pool, migrations.ReadModel))
 	return pool
-}
-
-// deleteIndices removes what Setup created under prefix. Wildcard deletes are refused by default,
-// so indices and templates go by name.
-func deleteIndices(url, prefix string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, path := range []string{"/" + prefix + "-products-v1", "/" + prefix + "-orders-v1",
-		"/_index_template/" + prefix + "-products-v1", "/_index_template/" + prefix + "-orders-v1"} {
-		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, strings.TrimRight(url, "/")+path, nil)
-		if err != nil {
-			continue
-		}
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}
 }
 
 func pick(rng *mrand.Rand, words []string) string { return words[rng.IntN(len(words))] }

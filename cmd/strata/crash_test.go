@@ -60,9 +60,7 @@ func TestDevSurvivesSIGKILL(t *testing.T) {
 	}
 	cfg, err := loadConfig(env(vars))
 	require.NoError(t, err)
-	if len(cfg.ElasticsearchURLs) > 0 {
-		t.Cleanup(func() { deleteIndices(t, cfg.ElasticsearchURLs[0], cfg.ElasticsearchPrefix) })
-	}
+	dropIndices(t, cfg)
 	_, projections, err := searchEngine(cfg, nil)
 	require.NoError(t, err)
 	c := &crashClient{

@@ -18,6 +18,7 @@ import (
 	"github.com/strata-dev/strata/eventstore/esdb/esdbtest"
 	"github.com/strata-dev/strata/internal/natstest"
 	"github.com/strata-dev/strata/internal/pgtest"
+	"github.com/strata-dev/strata/search/elasticsearch"
 )
 
 // TestEndToEnd runs `strata dev` in-process and drives it over HTTP: every write is read back at once
@@ -58,9 +59,7 @@ func endToEnd(t *testing.T, eventStoreURL, elasticsearchURL string) {
 	}
 	cfg, err := loadConfig(env(vars))
 	require.NoError(t, err)
-	if elasticsearchURL != "" {
-		t.Cleanup(func() { deleteIndices(t, elasticsearchURL, cfg.ElasticsearchPrefix) })
-	}
+	dropIndices(t, cfg)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- runDev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
@@ -149,18 +148,13 @@ func endToEnd(t *testing.T, eventStoreURL, elasticsearchURL string) {
 	require.Equal(t, order["id"], res["items"].([]any)[0].(map[string]any)["id"])
 }
 
-// deleteIndices removes the indices and templates strata created under prefix. Wildcard deletes are
-// refused by default, so they go by name.
-func deleteIndices(t *testing.T, url, prefix string) {
-	for _, path := range []string{"/" + prefix + "-products-v1", "/" + prefix + "-orders-v1",
-		"/_index_template/" + prefix + "-products-v1", "/_index_template/" + prefix + "-orders-v1"} {
-		req, err := http.NewRequestWithContext(context.Background(), http.MethodDelete, strings.TrimRight(url, "/")+path, nil)
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Logf("clean up %s: %v", path, err)
-			continue
-		}
-		resp.Body.Close()
+// dropIndices removes the Elasticsearch indices and templates of cfg's prefix, if it uses
+// Elasticsearch, when the test ends.
+func dropIndices(t *testing.T, cfg config) {
+	if len(cfg.ElasticsearchURLs) == 0 {
+		return
 	}
+	idx, err := elasticsearch.New(elasticsearch.Options{URLs: cfg.ElasticsearchURLs, Prefix: cfg.ElasticsearchPrefix})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, idx.Drop(context.Background())) })
 }

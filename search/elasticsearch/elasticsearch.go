@@ -325,6 +325,25 @@ func (e *Error) Unwrap() error {
 	return nil
 }
 
+// Drop deletes what [Index.Setup] created under the prefix: the indices (their documents) and the
+// index templates. It is for tests, benchmarks and tearing a deployment down; what is already gone
+// is not an error.
+func (i *Index) Drop(ctx context.Context) error {
+	var errs []error
+	for _, n := range []names{i.c.products, i.c.orders} {
+		ignore := true
+		if _, err := i.c.do(ctx, esapi.IndicesDeleteRequest{Index: []string{n.template}, IgnoreUnavailable: &ignore}); err != nil {
+			errs = append(errs, fmt.Errorf("delete index %s: %w", n.template, err))
+		}
+		_, err := i.c.do(ctx, esapi.IndicesDeleteIndexTemplateRequest{Name: n.template})
+		var e *Error
+		if err != nil && !(errors.As(err, &e) && e.Status == http.StatusNotFound) {
+			errs = append(errs, fmt.Errorf("delete index template %s: %w", n.template, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Error describes the error for humans.
 func (e *Error) Error() string {
 	if e.Type == "" {

@@ -57,13 +57,7 @@ func newFixture(t *testing.T, opts elasticsearch.Options) *fixture {
 	idx, err := elasticsearch.New(opts)
 	require.NoError(t, err)
 	f.idx = idx
-	t.Cleanup(func() {
-		// Indices by name (wildcard deletes are refused by default), then the templates.
-		for _, model := range []string{"products", "orders"} {
-			f.call(t, http.MethodDelete, "/"+f.prefix+"-"+model+"-v1?ignore_unavailable=true", nil)
-			f.call(t, http.MethodDelete, "/_index_template/"+f.prefix+"-"+model+"-v1", nil)
-		}
-	})
+	t.Cleanup(func() { require.NoError(t, idx.Drop(context.Background())) })
 	require.NoError(t, idx.Setup(t.Context()))
 	return f
 }
