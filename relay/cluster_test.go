@@ -124,11 +124,8 @@ func startCluster(t *testing.T, n int) ([]*server.Server, []string) {
 			Cluster:    &broker.ClusterConfig{Name: "strata-test", Port: routePorts[i], Routes: routes},
 		}, log.With("node", name))
 		require.NoError(t, err)
-		t.Cleanup(func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		})
-		nodes[i], urls[i] = ns, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i])
+		t.Cleanup(ns.Shutdown)
+		nodes[i], urls[i] = ns.Server, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i])
 	}
 	require.Eventually(t, func() bool {
 		for _, ns := range nodes {

@@ -156,7 +156,7 @@ func openNATS(ctx context.Context, cfg config, log *slog.Logger) (nc *nats.Conn,
 		if err != nil {
 			return nil, nil, err
 		}
-		stopServer = func() { ns.Shutdown(); ns.WaitForShutdown() }
+		stopServer = ns.Shutdown
 		urls = []string{ns.ClientURL()}
 		log.Info("listening", "service", "nats (embedded)", "addr", ns.ClientURL(), "store", filepath.Join(cfg.DataDir, "nats"))
 	}

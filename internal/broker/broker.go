@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -46,15 +47,64 @@ type ClusterConfig struct {
 	Routes []string
 }
 
+// Embedded is an in-process NATS server that holds its store directory: no other process (or
+// server in this process) can start on the same JetStream files while it runs. Two servers on one
+// store each rewrite the other's index files, which corrupts the stream.
+type Embedded struct {
+	*server.Server
+	lock *os.File
+}
+
+// Shutdown stops the server, waits until it has stopped, and releases its store directory.
+func (e *Embedded) Shutdown() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+	if e.lock != nil {
+		_ = e.lock.Close() // closing the file releases the lock
+		e.lock = nil
+	}
+}
+
 // StartEmbedded starts an in-process NATS server with JetStream and waits until it accepts
-// connections. The caller shuts it down with Shutdown and WaitForShutdown.
-func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*server.Server, error) {
+// connections. It fails at once when another server holds cfg.StoreDir. The caller stops it with
+// Shutdown.
+func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("embedded nats: a store directory is required")
 	}
 	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
+	lock, err := lockDir(cfg.StoreDir)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := startEmbedded(cfg, log)
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	return &Embedded{Server: ns, lock: lock}, nil
+}
+
+// lockDir takes an exclusive lock on dir's lock file, without waiting.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "strata.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("embedded nats: %s is in use by another strata process (or another embedded server): stop it, or set STRATA_DATA_DIR", dir)
+		}
+		return nil, fmt.Errorf("embedded nats: lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func startEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*server.Server, error) {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}

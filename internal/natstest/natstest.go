@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/strata-dev/strata/internal/broker"
@@ -20,7 +19,7 @@ import (
 type Server struct {
 	t   testing.TB
 	cfg broker.EmbeddedConfig
-	*server.Server
+	*broker.Embedded
 }
 
 // Start starts a server with JetStream on a free loopback port, shut down when the test ends.
@@ -38,15 +37,14 @@ func (s *Server) start() {
 	if err != nil {
 		s.t.Fatalf("natstest: %v", err)
 	}
-	s.Server = ns
+	s.Embedded = ns
 }
 
 // Stop shuts the server down and waits for it. Stopping a stopped server does nothing.
 func (s *Server) Stop() {
-	if s.Server != nil {
+	if s.Embedded != nil {
 		s.Shutdown()
-		s.WaitForShutdown()
-		s.Server = nil
+		s.Embedded = nil
 	}
 }
 
