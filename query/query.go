@@ -102,7 +102,7 @@ type api struct {
 const eventsRoute = "order-events"
 
 // NewHandler returns the query API of DESIGN section 5 (search when opts.Search is set), reading the read models
-// through pool and waiting for consistency tokens with waiter, plus /healthz, /readyz (the database
+// through pool and waiting for consistency tokens with waiter, plus /openapi.json, /healthz, /readyz (the database
 // is reachable and waiter is listening) and /metrics. It registers its metrics on opts.Registry and
 // panics, as prometheus does, if they are already registered there.
 func NewHandler(pool *pgxpool.Pool, waiter *Waiter, opts HandlerOptions) http.Handler {
@@ -165,6 +165,7 @@ func NewHandler(pool *pgxpool.Pool, waiter *Waiter, opts HandlerOptions) http.Ha
 		{Name: "listen", Run: waiter.Ready},
 	}, opts.Ready...)
 	platform.HandleHealth(r, opts.Registry, ready...)
+	r.HandleFunc("/openapi.json", serveOpenAPI).Methods(http.MethodGet) // this API's description: openapi.go
 
 	// Full paths on the root router, not a /v1 subrouter: mux 1.8.1 forgets a method mismatch in a
 	// subrouter when a later route of it shares the prefix, and answers 404 instead of 405.
