@@ -101,10 +101,10 @@ type api struct {
 // eventsRoute names the event stream route, which the load shedder counts apart.
 const eventsRoute = "order-events"
 
-// NewHandler returns the query API of DESIGN section 5 (search when opts.Search is set), reading the read models
-// through pool and waiting for consistency tokens with waiter, plus /openapi.json, /healthz, /readyz (the database
-// is reachable and waiter is listening) and /metrics. It registers its metrics on opts.Registry and
-// panics, as prometheus does, if they are already registered there.
+// NewHandler returns the query API of DESIGN section 5 (search when opts.Search is set), reading
+// the read models through pool and waiting for consistency tokens with waiter, plus /openapi.json,
+// /healthz, /readyz (the database is reachable and waiter is listening) and /metrics. It registers
+// its metrics on opts.Registry and panics, as prometheus does, if they are already registered there.
 func NewHandler(pool *pgxpool.Pool, waiter *Waiter, opts HandlerOptions) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
