@@ -51,15 +51,10 @@ readonly CLUSTER_NAME="strata-dev"
 readonly ES_RUN_USER="strata"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
-readonly SCRIPT_DIR REPO_ROOT
-
-DATA_BASE="${STRATA_DATA_DIR:-$REPO_ROOT/.data}"
-if [[ $DATA_BASE != /* ]]; then
-	DATA_BASE="$PWD/$DATA_BASE"
-fi
-DATA_BASE="${DATA_BASE%/}"
-readonly DATA_BASE
+readonly SCRIPT_DIR
+# Sets REPO_ROOT and DATA_BASE (the base directory for local state).
+# shellcheck source=deploy/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 readonly ES_VERSION="${STRATA_ES_VERSION:-$DEFAULT_ES_VERSION}"
 readonly PORT="${STRATA_ES_PORT:-59200}"
@@ -84,21 +79,8 @@ readonly SERVER_LOG="$LOG_DIR/$CLUSTER_NAME.log"
 # Marks a completely unpacked distribution.
 readonly DIST_OK=".strata-unpacked"
 
-IS_ROOT=0
-if [[ $(id -u) -eq 0 ]]; then
-	IS_ROOT=1
-fi
-readonly IS_ROOT
-
 ES_USER=""
 JAVA_DIR=""
-APT_UPDATED=0
-
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() {
-	printf '%s: error: %s\n' "$PROG" "$*" >&2
-	exit 1
-}
 
 usage() {
 	cat >&2 <<EOF
@@ -111,12 +93,6 @@ env: ELASTICSEARCH_URL, STRATA_DATA_DIR (default <repo>/.data), STRATA_ES_VERSIO
      STRATA_ES_PORT (default 59200), STRATA_ES_TRANSPORT_PORT (default 59300), STRATA_ES_HEAP (default 512m),
      STRATA_ES_JAVA_HOME, STRATA_ES_START_TIMEOUT (default 120)
 EOF
-}
-
-validate_port() { # value name
-	if ! [[ $1 =~ ^[0-9]+$ ]] || ((10#$1 < 1 || 10#$1 > 65535)); then
-		die "$2='$1' is not a valid TCP port"
-	fi
 }
 
 validate_settings() {
@@ -134,17 +110,6 @@ validate_settings() {
 
 # ---------------------------------------------------------------------------
 # Tools
-
-apt_install() {
-	command -v apt-get >/dev/null 2>&1 || return 1
-	if ((APT_UPDATED == 0)); then
-		log "running apt-get update"
-		DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 </dev/null 3>&- 9>&-
-		APT_UPDATED=1
-	fi
-	log "installing $*"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2 </dev/null 3>&- 9>&-
-}
 
 need_tool() { # command debian-package
 	command -v "$1" >/dev/null 2>&1 && return 0
@@ -235,7 +200,7 @@ fetch_zip() {
 
 ensure_dist() {
 	dist_ready && return 0
-	(umask 022 && mkdir -p "$DIST_DIR") || die "cannot create $DIST_DIR"
+	make_public_dir "$DIST_DIR"
 	chmod 0755 "$DIST_DIR"
 	fetch_zip
 	need_tool unzip unzip
@@ -262,12 +227,7 @@ ensure_dist() {
 pick_es_user() {
 	if ((IS_ROOT == 0)); then
 		ES_USER="$(id -un)"
-		if [[ -e $NODE_DATA_DIR ]]; then
-			local owner
-			owner="$(stat -c %U "$NODE_DATA_DIR")"
-			[[ $owner == "$ES_USER" ]] ||
-				die "$NODE_DATA_DIR is owned by '$owner', not by you ('$ES_USER'); run as root or as '$owner', or use another STRATA_DATA_DIR"
-		fi
+		check_own_dir "$NODE_DATA_DIR"
 		return 0
 	fi
 	# Root: keep using whoever owns existing node data.
@@ -277,75 +237,30 @@ pick_es_user() {
 			return 0
 		fi
 	fi
-	if ! id -u "$ES_RUN_USER" >/dev/null 2>&1; then
-		log "creating system user '$ES_RUN_USER' to run Elasticsearch"
-		useradd --system --user-group --no-create-home --home-dir /nonexistent \
-			--shell /usr/sbin/nologin --comment "strata dev services" "$ES_RUN_USER"
-	fi
+	ensure_system_user "$ES_RUN_USER" Elasticsearch "strata dev services"
 	ES_USER="$ES_RUN_USER"
 }
 
-# Run a command as the node's user. fds 3 (our stdout) and 9 (the lock) are
-# closed so that the daemonised server cannot keep them open: otherwise a
-# caller doing "$(elasticsearch.sh start)" would wait forever for EOF, and the
-# lock would be held for as long as the server runs.
-run_es() {
-	if ((IS_ROOT == 1)); then
-		(cd / && runuser -u "$ES_USER" -- "$@") 3>&- 9>&-
-	else
-		(cd / && "$@") 3>&- 9>&-
-	fi
-}
+# Run a command as the node's user (see run_as).
+run_es() { run_as "$ES_USER" "$@"; }
 
 # ---------------------------------------------------------------------------
 # Directories
 
-dir_under_repo() {
-	[[ $1 == "$REPO_ROOT/"* ]]
-}
-
 prepare_dirs() {
-	local created_base=0
-	if [[ ! -d $DATA_BASE ]]; then
-		(umask 022 && mkdir -p "$DATA_BASE") || die "cannot create $DATA_BASE"
-		created_base=1
-	fi
-	(umask 022 && mkdir -p "$ES_DIR") || die "cannot create $ES_DIR"
+	prepare_data_base "$ES_USER" Elasticsearch "$ES_DIR"
+	make_public_dir "$ES_DIR"
 	chmod 0755 "$ES_DIR"
 	if ((IS_ROOT == 0)); then
 		mkdir -p "$CONF_DIR" "$NODE_DATA_DIR" "$LOG_DIR" "$TMP_DIR" "$RUN_DIR"
 		return 0
 	fi
 
-	# Directories we own under the repo (.data and below), or that we just
-	# created, are made traversable for the node's user.
-	local d="$DATA_BASE"
-	if dir_under_repo "$d"; then
-		while dir_under_repo "$d"; do
-			chmod a+x "$d"
-			d="$(dirname "$d")"
-		done
-	elif ((created_base == 1)); then
-		chmod a+x "$d"
-	fi
-
-	# Every other ancestor must already be traversable; never chmod those.
-	local path="" part
-	local -a parts
-	IFS=/ read -r -a parts <<<"${ES_DIR#/}"
-	for part in "${parts[@]}"; do
-		[[ -n $part ]] || continue
-		path="$path/$part"
-		if ! runuser -u "$ES_USER" -- test -x "$path" 2>/dev/null; then
-			die "Elasticsearch runs as user '$ES_USER', which cannot traverse $path (needed to reach $ES_DIR).
-  Put the data elsewhere, e.g.:  STRATA_DATA_DIR=/var/tmp/strata $PROG start
-  (or grant search permission yourself: chmod o+x $path)"
-		fi
-	done
 	if ! runuser -u "$ES_USER" -- test -x "$JAVA_DIR/bin/java"; then
 		die "Elasticsearch runs as user '$ES_USER', which cannot execute $JAVA_DIR/bin/java; set STRATA_ES_JAVA_HOME to a JDK it can use"
 	fi
 
+	local d
 	for d in "$CONF_DIR" "$NODE_DATA_DIR" "$LOG_DIR" "$TMP_DIR" "$RUN_DIR"; do
 		[[ -d $d ]] || mkdir "$d"
 		chown -R "$ES_USER:" "$d"
@@ -355,12 +270,6 @@ prepare_dirs() {
 
 # ---------------------------------------------------------------------------
 # Node state
-
-proc_zombie() { # pid
-	local state
-	state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null || true)"
-	[[ $state == Z || $state == X ]]
-}
 
 logs_real() {
 	(cd "$LOG_DIR" 2>/dev/null && pwd -P) || true
@@ -386,13 +295,7 @@ is_our_es() { # pid
 }
 
 # PID from the pid file if that process is our running server, else fail.
-es_pid() {
-	local pid
-	pid="$(head -n 1 "$PID_FILE" 2>/dev/null || true)"
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	is_our_es "$pid" || return 1
-	printf '%s\n' "$pid"
-}
+es_pid() { pid_from_file "$PID_FILE" is_our_es; }
 
 # Live server processes of this state directory, whatever the pid file says.
 our_procs() {
@@ -425,32 +328,15 @@ healthy() { # port [wait-seconds]
 	[[ $s == green || $s == yellow ]]
 }
 
-port_in_use() { # port
-	timeout 3 bash -c "exec 5<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
-}
-
 free_ports_or_die() {
-	local p who
+	local p
 	for p in "$PORT" "$TRANSPORT_PORT"; do
 		port_in_use "$p" || continue
-		who=""
-		if command -v ss >/dev/null 2>&1; then
-			who="$(ss -Hltnp "sport = :$p" 2>/dev/null | head -n 3 || true)"
-		fi
-		die "port $p on 127.0.0.1 is already in use by another process${who:+:
-$who}
-  Set STRATA_ES_PORT / STRATA_ES_TRANSPORT_PORT to free ports, or stop that process."
+		die_port_in_use "$p" "Set STRATA_ES_PORT / STRATA_ES_TRANSPORT_PORT to free ports, or stop that process."
 	done
 }
 
-show_logs() {
-	local f
-	for f in "$STARTUP_LOG" "$SERVER_LOG"; do
-		[[ -f $f ]] || continue
-		log "---- last lines of $f ----"
-		tail -n 40 "$f" >&2 || true
-	done
-}
+show_logs() { show_log_tails 40 "$STARTUP_LOG" "$SERVER_LOG"; }
 
 write_config() {
 	# The distribution's own config (jvm.options, log4j2.properties, ...) for
@@ -515,36 +401,20 @@ start_node() {
 	die "Elasticsearch did not reach health yellow on $URL within $START_TIMEOUT s (pid $pid; it is left running: '$PROG stop' stops it)"
 }
 
-lock() {
-	exec 9>"$DATA_BASE/.elasticsearch.lock"
-	if ! flock -n 9; then
-		log "waiting for another $PROG to finish"
-		flock -w 300 9 || die "timed out waiting for $DATA_BASE/.elasticsearch.lock"
-	fi
-}
-
 # ---------------------------------------------------------------------------
 # Commands
 
 cmd_url() {
-	if [[ -n ${ELASTICSEARCH_URL:-} ]]; then
-		printf '%s\n' "$ELASTICSEARCH_URL" >&3
-		return 0
-	fi
+	print_url_override "${ELASTICSEARCH_URL:-}" && return 0
 	validate_port "$PORT" STRATA_ES_PORT
 	printf '%s\n' "$URL" >&3
 }
 
 cmd_start() {
-	if [[ -n ${ELASTICSEARCH_URL:-} ]]; then
-		printf '%s\n' "$ELASTICSEARCH_URL" >&3
-		return 0
-	fi
+	print_url_override "${ELASTICSEARCH_URL:-}" && return 0
 	validate_settings
-	if [[ ! -d $DATA_BASE ]]; then
-		(umask 022 && mkdir -p "$DATA_BASE") || die "cannot create $DATA_BASE"
-	fi
-	lock
+	make_public_dir "$DATA_BASE"
+	lock "$DATA_BASE/.elasticsearch.lock"
 
 	# Fast path: already running.
 	local pid running_port
@@ -582,7 +452,7 @@ cmd_stop() {
 		log "no Elasticsearch in $ES_DIR; nothing to stop"
 		return 0
 	fi
-	lock
+	lock "$DATA_BASE/.elasticsearch.lock"
 	local pid
 	if ! pid="$(es_pid)"; then
 		local procs
@@ -630,25 +500,6 @@ cmd_status() {
 	printf 'running: pid %s, version %s, port %s, health %s, state %s\n' \
 		"$pid" "${version:-?}" "${port:-?}" "$status" "$ES_DIR" >&3
 	printf 'url: http://127.0.0.1:%s\n' "${port:-$PORT}" >&3
-}
-
-main() {
-	local cmd="${1:-start}"
-	if (($# > 1)); then
-		usage
-		exit 2
-	fi
-	case "$cmd" in
-	start) cmd_start ;;
-	url) cmd_url ;;
-	stop) cmd_stop ;;
-	status) cmd_status ;;
-	help | -h | --help) usage ;;
-	*)
-		usage
-		exit 2
-		;;
-	esac
 }
 
 main "$@"

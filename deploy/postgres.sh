@@ -38,15 +38,10 @@ readonly DB_NAME="strata"
 readonly DB_USER="strata"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd -P)"
-readonly SCRIPT_DIR REPO_ROOT
-
-DATA_BASE="${STRATA_DATA_DIR:-$REPO_ROOT/.data}"
-if [[ $DATA_BASE != /* ]]; then
-	DATA_BASE="$PWD/$DATA_BASE"
-fi
-DATA_BASE="${DATA_BASE%/}"
-readonly DATA_BASE
+readonly SCRIPT_DIR
+# Sets REPO_ROOT and DATA_BASE (the base directory for local state).
+# shellcheck source=deploy/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 readonly PGDATA_DIR="$DATA_BASE/postgres"
 readonly SOCKET_DIR="$PGDATA_DIR/socket"
 readonly LOG_DIR="$PGDATA_DIR/log"
@@ -60,21 +55,8 @@ unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGOPTIONS PGSERVICE \
 	PGSERVICEFILE PGPASSWORD PGPASSFILE PGSSLMODE PGTARGETSESSIONATTRS \
 	PGCONNECT_TIMEOUT PGDATA PGAPPNAME PGCLIENTENCODING PGCTLTIMEOUT
 
-IS_ROOT=0
-if [[ $(id -u) -eq 0 ]]; then
-	IS_ROOT=1
-fi
-readonly IS_ROOT
-
 BINDIR=""
 PG_USER=""
-APT_UPDATED=0
-
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() {
-	printf '%s: error: %s\n' "$PROG" "$*" >&2
-	exit 1
-}
 
 usage() {
 	cat >&2 <<EOF
@@ -85,12 +67,6 @@ usage: $PROG [start|url|stop|status|help]
   status  show whether it is running (exit 0 running, 3 stopped, 4 no cluster)
 env: DATABASE_URL, STRATA_DATA_DIR (default <repo>/.data), STRATA_PG_PORT (default 54329), STRATA_PG_BINDIR
 EOF
-}
-
-validate_port() {
-	if ! [[ $PORT =~ ^[0-9]+$ ]] || ((10#$PORT < 1 || 10#$PORT > 65535)); then
-		die "STRATA_PG_PORT='$PORT' is not a valid TCP port"
-	fi
 }
 
 # ---------------------------------------------------------------------------
@@ -124,18 +100,6 @@ find_bindir() {
 	return 1
 }
 
-apt_install() {
-	command -v apt-get >/dev/null 2>&1 ||
-		die "PostgreSQL is needed but apt-get is not available; install PostgreSQL server binaries yourself (or set DATABASE_URL / STRATA_PG_BINDIR)"
-	if ((APT_UPDATED == 0)); then
-		log "running apt-get update"
-		DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 </dev/null
-		APT_UPDATED=1
-	fi
-	log "installing $*"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2 </dev/null
-}
-
 ensure_bindir() {
 	if find_bindir; then
 		return 0
@@ -148,6 +112,8 @@ ensure_bindir() {
 	fi
 	# The Debian package may create and start its own "main" cluster (port
 	# 5432); we do not use it and leave it alone.
+	command -v apt-get >/dev/null 2>&1 ||
+		die "PostgreSQL is needed but apt-get is not available; install PostgreSQL server binaries yourself (or set DATABASE_URL / STRATA_PG_BINDIR)"
 	apt_install postgresql postgresql-contrib
 	find_bindir || die "installed postgresql but still cannot find initdb/pg_ctl/postgres under /usr/lib/postgresql/*/bin"
 }
@@ -195,12 +161,7 @@ ensure_contrib() {
 pick_pg_user() {
 	if ((IS_ROOT == 0)); then
 		PG_USER="$(id -un)"
-		if [[ -e $PGDATA_DIR ]]; then
-			local owner
-			owner="$(stat -c %U "$PGDATA_DIR")"
-			[[ $owner == "$PG_USER" ]] ||
-				die "$PGDATA_DIR is owned by '$owner', not by you ('$PG_USER'); run as root or as '$owner', or use another STRATA_DATA_DIR"
-		fi
+		check_own_dir "$PGDATA_DIR"
 		return 0
 	fi
 	# Root: keep using whoever owns an existing cluster.
@@ -214,69 +175,22 @@ pick_pg_user() {
 	if id -u postgres >/dev/null 2>&1; then
 		PG_USER=postgres
 	else
-		if ! id -u strata >/dev/null 2>&1; then
-			log "creating system user 'strata' to run PostgreSQL"
-			useradd --system --user-group --no-create-home --home-dir /nonexistent \
-				--shell /usr/sbin/nologin --comment "strata dev PostgreSQL" strata
-		fi
+		ensure_system_user strata PostgreSQL "strata dev PostgreSQL"
 		PG_USER=strata
 	fi
 }
 
-# Run a command as the cluster owner. fds 3 (our stdout) and 9 (the lock) are
-# closed so that a daemonised postmaster cannot keep them open: otherwise a
-# caller doing "$(postgres.sh start)" would wait forever for EOF.
-run_pg() {
-	if ((IS_ROOT == 1)); then
-		(cd / && runuser -u "$PG_USER" -- "$@") 3>&- 9>&-
-	else
-		(cd / && "$@") 3>&- 9>&-
-	fi
-}
+# Run a command as the cluster owner (see run_as).
+run_pg() { run_as "$PG_USER" "$@"; }
 
 # ---------------------------------------------------------------------------
 # Directories
 
-dir_under_repo() {
-	[[ $1 == "$REPO_ROOT/"* ]]
-}
-
 prepare_dirs() {
-	local created_base=0
-	if [[ ! -d $DATA_BASE ]]; then
-		(umask 022 && mkdir -p "$DATA_BASE") || die "cannot create $DATA_BASE"
-		created_base=1
-	fi
+	prepare_data_base "$PG_USER" PostgreSQL "$PGDATA_DIR"
 	if ((IS_ROOT == 0)); then
 		return 0
 	fi
-
-	# Directories we own under the repo (.data and below), or that we just
-	# created, are made traversable for the cluster user.
-	local d="$DATA_BASE"
-	if dir_under_repo "$d"; then
-		while dir_under_repo "$d"; do
-			chmod a+x "$d"
-			d="$(dirname "$d")"
-		done
-	elif ((created_base == 1)); then
-		chmod a+x "$d"
-	fi
-
-	# Every other ancestor must already be traversable; never chmod those.
-	local path="" part
-	local -a parts
-	IFS=/ read -r -a parts <<<"${DATA_BASE#/}"
-	for part in "${parts[@]}"; do
-		[[ -n $part ]] || continue
-		path="$path/$part"
-		if ! runuser -u "$PG_USER" -- test -x "$path" 2>/dev/null; then
-			die "PostgreSQL runs as user '$PG_USER', which cannot traverse $path (needed to reach $PGDATA_DIR).
-  Put the data elsewhere, e.g.:  STRATA_DATA_DIR=/var/tmp/strata $PROG start
-  (or grant search permission yourself: chmod o+x $path)"
-		fi
-	done
-
 	if [[ ! -d $PGDATA_DIR ]]; then
 		mkdir "$PGDATA_DIR"
 	fi
@@ -296,12 +210,6 @@ check_socket_path() {
 
 proc_exists() { # pid: exists in any state (as PostgreSQL's own kill(pid, 0) check sees it)
 	[[ -d /proc/$1 ]] || kill -0 "$1" 2>/dev/null
-}
-
-proc_zombie() { # pid
-	local state
-	state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null || true)"
-	[[ $state == Z || $state == X ]]
 }
 
 pgdata_real() {
@@ -326,13 +234,7 @@ is_our_postmaster() { # pid
 }
 
 # PID from postmaster.pid if that process is our running postmaster, else fail.
-postmaster_pid() {
-	local pid
-	pid="$(head -n 1 "$PGDATA_DIR/postmaster.pid" 2>/dev/null || true)"
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	is_our_postmaster "$pid" || return 1
-	printf '%s\n' "$pid"
-}
+postmaster_pid() { pid_from_file "$PGDATA_DIR/postmaster.pid" is_our_postmaster; }
 
 pidfile_field() { # line number (4 = port, 5 = socket dir)
 	sed -n "${1}p" "$PGDATA_DIR/postmaster.pid" 2>/dev/null || true
@@ -389,18 +291,7 @@ wait_ready() { # port seconds
 	return 1
 }
 
-port_in_use() {
-	timeout 3 bash -c "exec 5<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null
-}
-
-show_logs() {
-	local f
-	for f in "$STARTUP_LOG" "$LOG_DIR"/postgresql-*.log; do
-		[[ -f $f ]] || continue
-		log "---- last lines of $f ----"
-		tail -n 25 "$f" >&2 || true
-	done
-}
+show_logs() { show_log_tails 25 "$STARTUP_LOG" "$LOG_DIR"/postgresql-*.log; }
 
 sql_quote() { # '...' with embedded quotes doubled
 	printf "'%s'" "${1//\'/\'\'}"
@@ -455,7 +346,7 @@ init_cluster() {
 }
 
 free_port_or_die() {
-	port_in_use || return 0
+	port_in_use "$PORT" || return 0
 	# The Debian package's cluster might have been configured on our port.
 	if command -v pg_lsclusters >/dev/null 2>&1; then
 		local ver name cport status
@@ -465,19 +356,13 @@ free_port_or_die() {
 					log "stopping the packaged cluster $ver/$name, which listens on our port $PORT (it is not deleted)"
 					pg_ctlcluster "$ver" "$name" stop >&2 3>&- 9>&- || true
 					sleep 0.5
-					port_in_use || return 0
+					port_in_use "$PORT" || return 0
 				fi
 				die "port $PORT is used by the packaged PostgreSQL cluster $ver/$name; stop it (pg_ctlcluster $ver $name stop) or set STRATA_PG_PORT to a free port"
 			fi
 		done < <(pg_lsclusters -h 2>/dev/null || true)
 	fi
-	local who=""
-	if command -v ss >/dev/null 2>&1; then
-		who="$(ss -Hltnp "sport = :$PORT" 2>/dev/null | head -n 3 || true)"
-	fi
-	die "port $PORT on 127.0.0.1 is already in use by another process${who:+:
-$who}
-  Set STRATA_PG_PORT to a free port (e.g. STRATA_PG_PORT=54330), or stop that process."
+	die_port_in_use "$PORT" "Set STRATA_PG_PORT to a free port (e.g. STRATA_PG_PORT=54330), or stop that process."
 }
 
 start_cluster() {
@@ -507,37 +392,21 @@ ensure_database() { # port
 	fi
 }
 
-lock() {
-	exec 9>"$DATA_BASE/.postgres.lock"
-	if ! flock -n 9; then
-		log "waiting for another $PROG to finish"
-		flock -w 300 9 || die "timed out waiting for $DATA_BASE/.postgres.lock"
-	fi
-}
-
 # ---------------------------------------------------------------------------
 # Commands
 
 cmd_url() {
-	if [[ -n ${DATABASE_URL:-} ]]; then
-		printf '%s\n' "$DATABASE_URL" >&3
-		return 0
-	fi
-	validate_port
+	print_url_override "${DATABASE_URL:-}" && return 0
+	validate_port "$PORT" STRATA_PG_PORT
 	printf '%s\n' "$URL" >&3
 }
 
 cmd_start() {
-	if [[ -n ${DATABASE_URL:-} ]]; then
-		printf '%s\n' "$DATABASE_URL" >&3
-		return 0
-	fi
-	validate_port
+	print_url_override "${DATABASE_URL:-}" && return 0
+	validate_port "$PORT" STRATA_PG_PORT
 	check_socket_path
-	if [[ ! -d $DATA_BASE ]]; then
-		(umask 022 && mkdir -p "$DATA_BASE") || die "cannot create $DATA_BASE"
-	fi
-	lock
+	make_public_dir "$DATA_BASE"
+	lock "$DATA_BASE/.postgres.lock"
 
 	# Fast path: already running.
 	local pid running_port
@@ -581,7 +450,7 @@ cmd_stop() {
 		log "no cluster in $PGDATA_DIR; nothing to stop"
 		return 0
 	fi
-	lock
+	lock "$DATA_BASE/.postgres.lock"
 	local pid
 	if ! pid="$(postmaster_pid)"; then
 		log "not running ($PGDATA_DIR)"
@@ -619,25 +488,6 @@ cmd_status() {
 	fi
 	printf '%s: pid %s, port %s, data %s\n' "$state" "$pid" "$port" "$PGDATA_DIR" >&3
 	printf 'url: postgres://%s@127.0.0.1:%s/%s?sslmode=disable\n' "$DB_USER" "$port" "$DB_NAME" >&3
-}
-
-main() {
-	local cmd="${1:-start}"
-	if (($# > 1)); then
-		usage
-		exit 2
-	fi
-	case "$cmd" in
-	start) cmd_start ;;
-	url) cmd_url ;;
-	stop) cmd_stop ;;
-	status) cmd_status ;;
-	help | -h | --help) usage ;;
-	*)
-		usage
-		exit 2
-		;;
-	esac
 }
 
 main "$@"
