@@ -1,7 +1,6 @@
 package query_test
 
 import (
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,14 +8,13 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/gorilla/mux"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/strata-dev/strata/internal/openapitest"
 	"github.com/strata-dev/strata/internal/pgtest"
 	"github.com/strata-dev/strata/query"
 	searchpg "github.com/strata-dev/strata/search/postgres"
@@ -35,109 +33,19 @@ func routesOnly(t *testing.T) http.Handler {
 
 func loadSpec(t *testing.T) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile("openapi.json")
-	require.NoError(t, err)
-	var doc map[string]any
-	require.NoError(t, json.Unmarshal(b, &doc), "openapi.json is not JSON")
-	require.Equal(t, "3.1.0", doc["openapi"])
-	return doc
+	return openapitest.Load(t, "openapi.json")
 }
-
-var specMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	t.Parallel()
 	router, ok := routesOnly(t).(*mux.Router)
 	require.True(t, ok, "NewHandler no longer returns a *mux.Router: update this test")
-
-	var routed []string
-	require.NoError(t, router.Walk(func(route *mux.Route, _ *mux.Router, _ []*mux.Route) error {
-		if route.GetHandler() == nil {
-			return nil // a route that only groups others
-		}
-		path, err := route.GetPathTemplate()
-		require.NoError(t, err)
-		methods, err := route.GetMethods()
-		require.NoError(t, err, "route %s answers every method; give it Methods so the spec can describe it", path)
-		for _, m := range methods {
-			routed = append(routed, m+" "+path)
-		}
-		return nil
-	}))
-
-	var specified []string
-	for path, item := range loadSpec(t)["paths"].(map[string]any) {
-		for method := range item.(map[string]any) {
-			if slices.Contains(specMethods, method) {
-				specified = append(specified, strings.ToUpper(method)+" "+path)
-			}
-		}
-	}
-	var missing, extra []string
-	for _, r := range routed {
-		if !slices.Contains(specified, r) {
-			missing = append(missing, r)
-		}
-	}
-	for _, s := range specified {
-		if !slices.Contains(routed, s) {
-			extra = append(extra, s)
-		}
-	}
-	require.Empty(t, missing, "routes of NewHandler missing from openapi.json")
-	require.Empty(t, extra, "operations of openapi.json that NewHandler does not route")
-	require.Len(t, routed, 11)
+	require.Equal(t, 11, openapitest.RequireRoutesDocumented(t, router, loadSpec(t)))
 }
 
 func TestOpenAPIRefsResolve(t *testing.T) {
 	t.Parallel()
-	doc := loadSpec(t)
-	refs := 0
-	var walk func(v any)
-	walk = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			if ref, ok := v["$ref"].(string); ok {
-				refs++
-				require.NotNil(t, resolvePointer(t, doc, ref), "unresolved $ref %s", ref)
-			}
-			for _, e := range v {
-				walk(e)
-			}
-		case []any:
-			for _, e := range v {
-				walk(e)
-			}
-		}
-	}
-	walk(doc)
-	require.Positive(t, refs)
-}
-
-// resolvePointer resolves a local reference ("#/a/b") in doc, or returns nil.
-func resolvePointer(t *testing.T, doc any, ref string) any {
-	t.Helper()
-	require.True(t, strings.HasPrefix(ref, "#/"), "only local references are used: %s", ref)
-	cur := doc
-	for _, tok := range strings.Split(ref[2:], "/") {
-		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
-		switch c := cur.(type) {
-		case map[string]any:
-			cur = c[tok]
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(c) {
-				return nil
-			}
-			cur = c[i]
-		default:
-			return nil
-		}
-		if cur == nil {
-			return nil
-		}
-	}
-	return cur
+	openapitest.RequireRefsResolve(t, loadSpec(t))
 }
 
 // TestOpenAPIDescribesEveryReadOutcome checks each read against DESIGN section 5 and the handlers:
@@ -148,14 +56,7 @@ func TestOpenAPIDescribesEveryReadOutcome(t *testing.T) {
 	doc := loadSpec(t)
 	deref := func(v any) map[string]any {
 		t.Helper()
-		m, ok := v.(map[string]any)
-		require.True(t, ok, "want an object, got %v", v)
-		if ref, ok := m["$ref"].(string); ok {
-			target, ok := resolvePointer(t, doc, ref).(map[string]any)
-			require.True(t, ok, "unresolved $ref %s", ref)
-			return target
-		}
-		return m
+		return openapitest.Object(t, doc, v)
 	}
 	tests := []struct {
 		path    string
