@@ -66,42 +66,61 @@ func (a *api) orderEvents(w http.ResponseWriter, r *http.Request) error {
 
 	heartbeat := time.NewTicker(a.opts.Heartbeat)
 	defer heartbeat.Stop()
+	stream := events.StreamName(events.OrderAggregate, id)
+	seen := max(last, uint64(version)) // the order's version known to be applied
 	for {
-		// Take the wake channel before reading: progress committed after the read closes it.
-		wake := a.waiter.changed(ordersProjection)
-		entries, err := a.statusChanges(ctx, id, last)
-		if err != nil {
-			if ctx.Err() == nil {
+		// Watch before reading: progress committed after the read then releases the watch.
+		progressed, leave := a.waiter.watch(ordersProjection, map[string]uint64{stream: seen + 1})
+		more, err := a.sendChanges(ctx, s, id, &last)
+		if err != nil || !more {
+			leave()
+			if err != nil && ctx.Err() == nil {
 				a.log.Warn("event stream ended by a failed read; the client will reconnect", "route", r.URL.Path, "err", err)
 			}
 			return nil // the response has begun: no problem document can follow
 		}
-		for _, e := range entries {
-			data, _ := json.Marshal(e) // a struct of strings, integers and a time always marshals
-			if err := s.write(fmt.Sprintf("id: %d\nevent: status\ndata: %s\n\n", e.Version, data)); err != nil {
-				return nil
-			}
-			last = e.Version
-		}
-		if len(entries) > 0 {
-			if err := s.flush(); err != nil {
-				return nil
-			}
-		}
-		// Wait for progress. The heartbeat also looks again, as a safety net for a notification
-		// lost while the LISTEN connection was down.
+		seen = max(seen, last)
+		// Wait for the order to change. The heartbeat also looks again, as a safety net for a
+		// notification lost while the LISTEN connection was down.
 		select {
 		case <-ctx.Done():
+			leave()
 			return nil
 		case <-a.waiter.done():
+			leave()
 			return nil
-		case <-wake:
+		case <-progressed:
+			seen++ // the projection has applied seen+1 (and what it read above)
 		case <-heartbeat.C:
 			if s.write(": heartbeat\n\n") != nil || s.flush() != nil {
+				leave()
 				return nil
 			}
 		}
+		leave()
 	}
+}
+
+// sendChanges writes the order's status changes after *last and moves *last past them. more is false
+// when the client went away.
+func (a *api) sendChanges(ctx context.Context, s *eventStream, id string, last *uint64) (more bool, err error) {
+	entries, err := a.statusChanges(ctx, id, *last)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		data, _ := json.Marshal(e) // a struct of strings, integers and a time always marshals
+		if err := s.write(fmt.Sprintf("id: %d\nevent: status\ndata: %s\n\n", e.Version, data)); err != nil {
+			return false, nil
+		}
+		*last = e.Version
+	}
+	if len(entries) > 0 {
+		if err := s.flush(); err != nil {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // statusChanges reads the order's status history after version.

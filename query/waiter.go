@@ -40,7 +40,6 @@ type Waiter struct {
 	recheck time.Duration
 
 	mu       sync.Mutex
-	wake     map[string]chan struct{}    // per projection, closed (and removed) when it makes progress; for event streams
 	registry map[string]*projectionWaits // per projection with waiting requests
 
 	listening atomic.Bool
@@ -95,7 +94,6 @@ func NewWaiter(pool *pgxpool.Pool, log *slog.Logger, opts ...WaiterOption) *Wait
 		pool:     pool,
 		log:      log.With("component", "projection-waiter"),
 		recheck:  time.Second,
-		wake:     map[string]chan struct{}{},
 		registry: map[string]*projectionWaits{},
 		stopped:  make(chan struct{}),
 	}
@@ -414,24 +412,20 @@ func firstMissing(req *waitRequest, applied map[string]uint64) string {
 	return ""
 }
 
-// changed returns a channel that is closed the next time projection announces progress (or the
-// LISTEN connection is re-established).
-func (w *Waiter) changed(projection string) <-chan struct{} {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	c, ok := w.wake[projection]
-	if !ok {
-		c = make(chan struct{})
-		w.wake[projection] = c
-	}
-	return c
+// watch registers interest in projection applying want, without looking itself: the channel is
+// closed when the projection's checker finds every stream of want applied, and leave deregisters.
+// Open event streams use it, so that a notification costs one query however many streams are open.
+func (w *Waiter) watch(projection string, want map[string]uint64) (applied <-chan struct{}, leave func()) {
+	req := &waitRequest{want: want, names: slices.Sorted(maps.Keys(want)), done: make(chan struct{})}
+	w.register(projection, req)
+	return req.done, func() { w.deregister(projection, req) }
 }
 
 // done is closed when [Waiter.Run] has returned.
 func (w *Waiter) done() <-chan struct{} { return w.stopped }
 
-// progressed makes a check of projection due and wakes the event streams of projection. A
-// notification without a payload wakes all.
+// progressed makes a check of projection due. A notification without a payload makes every
+// projection's due.
 func (w *Waiter) progressed(projection string) {
 	if projection == "" {
 		w.wakeAll()
@@ -442,10 +436,6 @@ func (w *Waiter) progressed(projection string) {
 	if pw, ok := w.registry[projection]; ok {
 		signal(pw.due)
 	}
-	if c, ok := w.wake[projection]; ok {
-		close(c)
-		delete(w.wake, projection)
-	}
 }
 
 // wakeAll is progressed for every projection.
@@ -454,9 +444,5 @@ func (w *Waiter) wakeAll() {
 	defer w.mu.Unlock()
 	for _, pw := range w.registry {
 		signal(pw.due)
-	}
-	for p, c := range w.wake {
-		close(c)
-		delete(w.wake, p)
 	}
 }
