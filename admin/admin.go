@@ -119,16 +119,13 @@ func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, str
 			return nil, err
 		}
 		for part := range max(partitions, 1) {
-			c, err := js.Consumer(ctx, stream, fmt.Sprintf("%s-p%d", p.Name(), part))
+			c, err := js.Consumer(ctx, stream, projector.ConsumerName(p.Name(), part))
 			if err != nil {
 				continue // not created yet: nothing consumed this partition so far
 			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				continue
-			}
+			info := c.CachedInfo() // fetched just now by js.Consumer
 			s.LagEvents += info.NumPending + uint64(info.NumAckPending)
-			if info.NumWaiting > 0 || info.PushBound {
+			if info.NumWaiting > 0 {
 				s.Status = "live"
 			}
 		}

@@ -107,7 +107,7 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 		var apply []events.Envelope
 		for i, p := range all {
 			if i == 0 && skip {
-				b.Queue(upsertStreamVersion, projection, stream, p.Version)
+				b.Queue(upsertStreamVersions, projection, []string{stream}, []int64{p.Version})
 				continue
 			}
 			rec, err := relay.Decode(nats.Header(p.Headers), p.Data)
@@ -118,8 +118,7 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 			if err != nil {
 				return fmt.Errorf("dead letter %d: %w", p.ID, err)
 			}
-			apply = append(apply, events.Envelope{ID: rec.ID, Stream: rec.Stream, Version: rec.Version, Position: rec.Position,
-				Type: rec.Type, SchemaVersion: rec.SchemaVersion, OccurredAt: rec.OccurredAt, Metadata: rec.Metadata, Event: e})
+			apply = append(apply, envelope(rec, e))
 		}
 		if err := queueApply(ctx, b, proj, apply); err != nil {
 			return fmt.Errorf("dead letter %d still fails: %w", id, err)

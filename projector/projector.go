@@ -291,6 +291,11 @@ func (r *Runner) own(ctx context.Context, js jetstream.JetStream, l *locks, p in
 	return r.consume(ctx, js, p)
 }
 
+// ConsumerName is the durable JetStream consumer of projection's partition.
+func ConsumerName(projection string, partition int) string {
+	return fmt.Sprintf("%s-p%d", projection, partition)
+}
+
 func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
 	var filters []string
 	for _, t := range r.proj.AggregateTypes() {
@@ -301,7 +306,7 @@ func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
 		}
 	}
 	return jetstream.ConsumerConfig{
-		Durable:        fmt.Sprintf("%s-p%d", r.proj.Name(), p),
+		Durable:        ConsumerName(r.proj.Name(), p),
 		Description:    fmt.Sprintf("strata projection %s, partition %d", r.proj.Name(), p),
 		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -404,8 +409,8 @@ func (r *Runner) resumeConsumer(ctx context.Context, js jetstream.JetStream, p i
 		return nil, fmt.Errorf("read checkpoint: %w", err)
 	}
 	if cons, err := js.Consumer(ctx, r.cfg.Stream, cfg.Durable); err == nil {
-		info, err := cons.Info(ctx)
-		if err == nil && info.NumAckPending == 0 && int64(info.AckFloor.Stream) == checkpoint {
+		info := cons.CachedInfo() // fetched just now by js.Consumer
+		if info.NumAckPending == 0 && int64(info.AckFloor.Stream) == checkpoint {
 			return cons, nil
 		}
 		if err := js.DeleteConsumer(ctx, r.cfg.Stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -438,9 +443,14 @@ func (r *Runner) decode(m jetstream.Msg) item {
 		it.err = fmt.Errorf("decode %s %s: %w", it.rec.Type, it.rec.ID, err)
 		return it
 	}
-	it.env = events.Envelope{ID: it.rec.ID, Stream: it.rec.Stream, Version: it.rec.Version, Position: it.rec.Position,
-		Type: it.rec.Type, SchemaVersion: it.rec.SchemaVersion, OccurredAt: it.rec.OccurredAt, Metadata: it.rec.Metadata, Event: e}
+	it.env = envelope(it.rec, e)
 	return it
+}
+
+// envelope is rec with its decoded payload e.
+func envelope(rec eventstore.RecordedEvent, e events.Event) events.Envelope {
+	return events.Envelope{ID: rec.ID, Stream: rec.Stream, Version: rec.Version, Position: rec.Position, Type: rec.Type,
+		SchemaVersion: rec.SchemaVersion, OccurredAt: rec.OccurredAt, Metadata: rec.Metadata, Event: e}
 }
 
 // applyBatch applies msgs in one transaction, or, if that fails, one at a time with retries and
@@ -517,13 +527,8 @@ func unavailable(err error) bool {
 	return errors.Is(err, ErrUnavailable) || errors.As(err, &connect) || pgconn.Timeout(err)
 }
 
-const upsertStreamVersion = `
-	INSERT INTO projection_streams (projection, stream, version) VALUES ($1, $2, $3)
-	ON CONFLICT (projection, stream) DO UPDATE SET version = excluded.version
-	WHERE projection_streams.version < excluded.version`
-
-// upsertStreamVersions is upsertStreamVersion for many streams in one statement: $2 and $3 are the
-// streams and their versions, each stream at most once (ON CONFLICT DO UPDATE may not touch a row
+// upsertStreamVersions records the versions a projection has applied of many streams in one
+// statement: $2 and $3 are the streams and their versions, each stream at most once (ON CONFLICT DO UPDATE may not touch a row
 // twice in one statement).
 const upsertStreamVersions = `
 	INSERT INTO projection_streams (projection, stream, version)

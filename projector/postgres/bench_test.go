@@ -290,7 +290,7 @@ func catchUp(b *testing.B, natsURL string, bl *backlog) catchUpRun {
 	}()
 	caughtUp := func() bool {
 		for p := range catchUpPartitions {
-			c, err := js.Consumer(ctx, bl.stream, fmt.Sprintf("products-p%d", p))
+			c, err := js.Consumer(ctx, bl.stream, projector.ConsumerName("products", p))
 			if err != nil {
 				return false
 			}
