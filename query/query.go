@@ -205,12 +205,7 @@ func (a *api) consistent(w http.ResponseWriter, r *http.Request, projection, agg
 		wait = time.Duration(secs) * time.Second
 		w.Header().Set("Preference-Applied", "wait="+strconv.FormatInt(secs, 10))
 	}
-	want := map[string]uint64{}
-	for stream, version := range tok.Streams() {
-		if typ, _, ok := events.SplitStream(stream); ok && typ == aggregate {
-			want[stream] = version
-		}
-	}
+	want := streamsOf(tok, aggregate)
 	if len(want) == 0 {
 		return tok, nil
 	}
@@ -322,15 +317,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// pageLimit reads the limit query parameter: 1 to 200, 50 when absent.
-func pageLimit(q url.Values) (int, error) {
+// streamsOf returns the streams of tok whose aggregate type is aggregate, with their versions.
+func streamsOf(tok consistency.Token, aggregate string) map[string]uint64 {
+	want := map[string]uint64{}
+	for stream, version := range tok.Streams() {
+		if typ, _, ok := events.SplitStream(stream); ok && typ == aggregate {
+			want[stream] = version
+		}
+	}
+	return want
+}
+
+// pageLimit reads the limit query parameter of a list: 1 to 200, 50 when absent.
+func pageLimit(q url.Values) (int, error) { return limitParam(q, defaultLimit, maxLimit) }
+
+// limitParam reads the limit query parameter: 1 to most, def when absent.
+func limitParam(q url.Values, def, most int) (int, error) {
 	s := q.Get("limit")
 	if s == "" {
-		return defaultLimit, nil
+		return def, nil
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > maxLimit {
-		return 0, fmt.Errorf("limit %q: want a whole number from 1 to %d: %w", s, maxLimit, problem.ErrMalformed)
+	if err != nil || n < 1 || n > most {
+		return 0, fmt.Errorf("limit %q: want a whole number from 1 to %d: %w", s, most, problem.ErrMalformed)
 	}
 	return n, nil
 }

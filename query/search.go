@@ -124,15 +124,13 @@ func (a *api) searchable(w http.ResponseWriter, r *http.Request, projection, agg
 	if err != nil {
 		return tok, err
 	}
-	for stream := range tok.Streams() {
-		if typ, _, ok := events.SplitStream(stream); ok && typ == aggregate {
-			ctx, cancel := context.WithTimeout(r.Context(), a.opts.MaxWait)
-			defer cancel()
-			if err := a.opts.Search.Refresh(ctx); err != nil {
-				return tok, fmt.Errorf("make %s searchable: %w", projection, err)
-			}
-			break
-		}
+	if len(streamsOf(tok, aggregate)) == 0 {
+		return tok, nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.opts.MaxWait)
+	defer cancel()
+	if err := a.opts.Search.Refresh(ctx); err != nil {
+		return tok, fmt.Errorf("make %s searchable: %w", projection, err)
 	}
 	return tok, nil
 }
@@ -164,17 +162,8 @@ func searchParams(r *http.Request) (url.Values, error) {
 	return nil, fmt.Errorf("query string: %v: %w", err, problem.ErrMalformed)
 }
 
-func searchLimit(v url.Values) (int, error) {
-	s := v.Get("limit")
-	if s == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > search.MaxLimit {
-		return 0, fmt.Errorf("limit %q: want a whole number from 1 to %d: %w", s, search.MaxLimit, problem.ErrMalformed)
-	}
-	return n, nil
-}
+// searchLimit reads the limit of a search: 1 to search.MaxLimit, 0 (the engine's default) when absent.
+func searchLimit(v url.Values) (int, error) { return limitParam(v, 0, search.MaxLimit) }
 
 func optionalInt(v url.Values, name string) (*int64, error) {
 	s := v.Get(name)

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -202,11 +203,7 @@ func (q *ProductQuery) Validate() error {
 			q.Sort = SortRelevance
 		}
 	}
-	valid := false
-	for _, s := range Sorts {
-		valid = valid || s == q.Sort
-	}
-	if !valid {
+	if !slices.Contains(Sorts, q.Sort) {
 		return &InvalidError{"sort", fmt.Sprintf("must be one of %v", Sorts)}
 	}
 	if q.Sort == SortRelevance && q.Text == "" {

@@ -24,14 +24,21 @@ func (b *Backoff) Attempt() int { return b.attempt }
 // Reset starts the sequence again, after a success.
 func (b *Backoff) Reset() { b.attempt = 0 }
 
-// Next returns the next wait: a random duration between half and all of min·2^attempt, capped at max.
-// Jitter keeps competing retriers from waking in lockstep.
+// Next returns the next wait, [Delay] of the attempts so far, and counts one more.
 func (b *Backoff) Next() time.Duration {
-	d := b.min << min(b.attempt, 30)
-	if d > b.max || d <= 0 {
-		d = b.max
-	}
+	d := Delay(b.min, b.max, b.attempt)
 	b.attempt++
+	return d
+}
+
+// Delay is the wait before retry number attempt (from 0): a random duration between half and all of
+// base·2^attempt, capped at limit. Jitter keeps competing retriers from waking in lockstep. It keeps
+// no state, for retriers that count attempts themselves.
+func Delay(base, limit time.Duration, attempt int) time.Duration {
+	d := base << min(max(attempt, 0), 30)
+	if d > limit || d <= 0 {
+		d = limit
+	}
 	return d/2 + rand.N(d/2+1)
 }
 

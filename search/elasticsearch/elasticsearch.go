@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	elastic "github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 
+	"github.com/strata-dev/strata/internal/backoff"
 	"github.com/strata-dev/strata/migrations"
 	"github.com/strata-dev/strata/search"
 )
@@ -144,7 +144,7 @@ func New(opts Options) (*Index, error) {
 		RetryOnStatus: []int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout},
 		DisableRetry:  maxRetries == 0,
 		MaxRetries:    maxRetries,
-		RetryBackoff:  backoff,
+		RetryBackoff:  retryBackoff,
 		// Connection errors are retried, but not a request whose context ended.
 		RetryOnError: func(req *http.Request, _ error) bool { return req.Context().Err() == nil },
 	})
@@ -160,10 +160,10 @@ func New(opts Options) (*Index, error) {
 	return idx, nil
 }
 
-// backoff waits 100ms, 200ms, 400ms… up to 2s between retries, with up to 50% jitter.
-func backoff(attempt int) time.Duration {
-	d := min(100*time.Millisecond<<min(attempt-1, 5), 2*time.Second)
-	return d/2 + rand.N(d/2+1)
+// retryBackoff waits 100ms, 200ms, 400ms… up to 2s between retries (the client counts attempts
+// from 1), with up to 50% jitter.
+func retryBackoff(attempt int) time.Duration {
+	return backoff.Delay(100*time.Millisecond, 2*time.Second, attempt-1)
 }
 
 // Engine implements [search.Index]: "elasticsearch".
@@ -269,20 +269,14 @@ func (c *conn) setup(ctx context.Context, n names) error {
 func (c *conn) missingAliases(ctx context.Context, aliases ...string) ([]string, error) {
 	var missing []string
 	for _, a := range aliases {
-		ctx, cancel := context.WithTimeout(ctx, c.timeout)
-		res, err := esapi.IndicesExistsAliasRequest{Name: []string{a}}.Do(ctx, c.es)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("alias %s: %w", a, err)
-		}
-		_ = res.Body.Close()
-		cancel()
-		switch res.StatusCode {
-		case http.StatusOK:
-		case http.StatusNotFound:
+		_, err := c.do(ctx, esapi.IndicesExistsAliasRequest{Name: []string{a}})
+		var e *Error
+		switch {
+		case err == nil:
+		case errors.As(err, &e) && e.Status == http.StatusNotFound:
 			missing = append(missing, a)
 		default:
-			return nil, fmt.Errorf("alias %s: status %d", a, res.StatusCode)
+			return nil, fmt.Errorf("alias %s: %w", a, err)
 		}
 	}
 	return missing, nil

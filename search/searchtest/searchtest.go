@@ -12,6 +12,7 @@ package searchtest
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,19 +119,10 @@ func (h *History) Now() time.Time { return h.clock }
 
 func typeName(ev events.Event) string {
 	t := ev.EventType()
-	if i := lastDot(t); i > 0 {
+	if i := strings.LastIndexByte(t, '.'); i > 0 {
 		return t[:i]
 	}
 	return t
-}
-
-func lastDot(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '.' {
-			return i
-		}
-	}
-	return -1
 }
 
 func project(t *testing.T, e Engine, evs ...events.Envelope) {
