@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -187,7 +188,7 @@ func (s *Idempotency) middleware(maxBody int64, log *slog.Logger, next http.Hand
 			}
 		}()
 
-		r.Body = readCloser{bytes.NewReader(body)}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(rec, r)
 		if rec.status < 200 || rec.status > 299 {
 			return
@@ -237,7 +238,3 @@ func (c *responseCapture) Write(b []byte) (int, error) {
 	c.body.Write(b)
 	return c.ResponseWriter.Write(b)
 }
-
-type readCloser struct{ *bytes.Reader }
-
-func (readCloser) Close() error { return nil }

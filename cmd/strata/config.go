@@ -126,15 +126,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		AdminAddr:         str("ADMIN_ADDR", ":8082"),
 
 		ElasticsearchPrefix: str("ELASTICSEARCH_INDEX_PREFIX", "strata"),
-	}
-	if v := getenv("PROJECTOR_MAX_PARTITIONS"); v != "" {
-		c.ProjectorMaxPartitions = int(integer("PROJECTOR_MAX_PARTITIONS", 0))
-	}
-	if v := getenv("NATS_SYNC_INTERVAL"); v != "" {
-		c.NATSSyncInterval = dur("NATS_SYNC_INTERVAL", 0)
-	}
-	if v := getenv("NATS_MAX_BYTES"); v != "" {
-		c.NATSMaxBytes = integer("NATS_MAX_BYTES", 0)
+
+		// 0: every partition, the server's sync interval, no size limit.
+		ProjectorMaxPartitions: int(integer("PROJECTOR_MAX_PARTITIONS", 0)),
+		NATSSyncInterval:       dur("NATS_SYNC_INTERVAL", 0),
+		NATSMaxBytes:           integer("NATS_MAX_BYTES", 0),
 	}
 	for _, u := range strings.Split(getenv("NATS_URL"), ",") {
 		if u = strings.TrimSpace(u); u != "" {

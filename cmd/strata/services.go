@@ -41,7 +41,7 @@ type deps struct {
 	cfg      config
 	log      *slog.Logger
 	pool     *pgxpool.Pool
-	store    eventstore.Store
+	store    eventstore.Store // nil unless a service needs the event store
 	codec    *events.Codec
 	registry *prometheus.Registry
 	nc       *nats.Conn // nil unless a service needs NATS
@@ -52,14 +52,15 @@ type deps struct {
 
 // service is one of strata's services: start runs its loops on g and returns once it is listening.
 type service struct {
-	name      string
-	needsNATS bool
-	start     func(ctx context.Context, g *errgroup.Group, d deps) error
+	name       string
+	needsStore bool
+	needsNATS  bool
+	start      func(ctx context.Context, g *errgroup.Group, d deps) error
 }
 
 var (
-	commandService   = service{name: "command", start: startCommand}
-	relayService     = service{name: "relay", needsNATS: true, start: startRelay}
+	commandService   = service{name: "command", needsStore: true, start: startCommand}
+	relayService     = service{name: "relay", needsStore: true, needsNATS: true, start: startRelay}
 	projectorService = service{name: "projector", needsNATS: true, start: startProjectors}
 	adminService     = service{name: "admin", needsNATS: true, start: startAdmin}
 	queryService     = service{name: "query", start: startQuery}
@@ -106,11 +107,6 @@ func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...
 			return err
 		}
 	}
-	store, err := openStore(ctx, cfg, storePool, log)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
 	codec, err := events.NewCommerceCodec()
 	if err != nil {
 		return err
@@ -122,7 +118,17 @@ func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...
 	if err != nil {
 		return err
 	}
-	d := deps{cfg: cfg, log: log, pool: pool, store: store, codec: codec, registry: reg, search: idx, projections: projections}
+	d := deps{cfg: cfg, log: log, pool: pool, codec: codec, registry: reg, search: idx, projections: projections}
+	// Only the command service and the relay use the event store: the read side starts, and keeps
+	// serving, while EventStoreDB is down.
+	if slices.ContainsFunc(services, func(s service) bool { return s.needsStore }) {
+		store, err := openStore(ctx, cfg, storePool, log)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		d.store = store
+	}
 	if slices.ContainsFunc(services, func(s service) bool { return s.needsNATS }) {
 		nc, shutdown, err := openNATS(ctx, cfg, log)
 		if err != nil {
