@@ -33,10 +33,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/strata-dev/strata/internal/consistency"
 )
 
 // HeaderConsistencyToken is the header commands answer with and reads carry.
-const HeaderConsistencyToken = "Consistency-Token"
+const HeaderConsistencyToken = consistency.Header
 
 // Target is a running strata: the base URLs of its command and query services, and the client that
 // reaches them.

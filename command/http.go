@@ -28,7 +28,7 @@ import (
 
 // HeaderConsistencyToken carries the token naming what a command wrote; the query service waits for
 // it before answering.
-const HeaderConsistencyToken = "Consistency-Token"
+const HeaderConsistencyToken = consistency.Header
 
 // HandlerOptions configure [NewHandler].
 type HandlerOptions struct {

@@ -50,7 +50,7 @@ import (
 
 // HeaderConsistencyToken carries a consistency token: in a request, what the answer must reflect; in
 // a response, what it does reflect.
-const HeaderConsistencyToken = "Consistency-Token"
+const HeaderConsistencyToken = consistency.Header
 
 // The projections behind the endpoints, as named in projection_streams and in notifications.
 const (

@@ -37,81 +37,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 
-	root.AddCommand(&cobra.Command{
-		Use:   "dev",
-		Short: "Run every service in one process on embedded defaults",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup()
-			if err != nil {
-				return err
-			}
-			return runDev(ctx, cfg, log)
-		},
-	})
-	root.AddCommand(&cobra.Command{
-		Use:   "command",
-		Short: "Run the REST command service",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup()
-			if err != nil {
-				return err
-			}
-			return runServices(ctx, cfg, log, commandService)
-		},
-	})
-
-	root.AddCommand(&cobra.Command{
-		Use:   "relay",
-		Short: "Run the relay from the event store to NATS JetStream",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup()
-			if err != nil {
-				return err
-			}
-			return runServices(ctx, cfg, log, relayService)
-		},
-	})
-
-	root.AddCommand(&cobra.Command{
-		Use:   "projector",
-		Short: "Run the projectors that keep the read models",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup()
-			if err != nil {
-				return err
-			}
-			return runServices(ctx, cfg, log, projectorService)
-		},
-	})
-
-	root.AddCommand(&cobra.Command{
-		Use:   "query",
-		Short: "Run the REST query service",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup()
-			if err != nil {
-				return err
-			}
-			return runServices(ctx, cfg, log, queryService)
-		},
-	})
-	root.AddCommand(&cobra.Command{
-		Use:   "admin",
-		Short: "Run the admin API",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup()
-			if err != nil {
-				return err
-			}
-			return runServices(ctx, cfg, log, adminService)
-		},
-	})
+	// The services: each subcommand runs some of them until the process is told to stop.
+	for _, sc := range []struct {
+		use, short string
+		services   []service
+	}{
+		{"dev", "Run every service in one process on embedded defaults", devServices},
+		{"command", "Run the REST command service", []service{commandService}},
+		{"relay", "Run the relay from the event store to NATS JetStream", []service{relayService}},
+		{"projector", "Run the projectors that keep the read models", []service{projectorService}},
+		{"query", "Run the REST query service", []service{queryService}},
+		{"admin", "Run the admin API", []service{adminService}},
+	} {
+		root.AddCommand(&cobra.Command{
+			Use: sc.use, Short: sc.short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				cfg, log, err := setup()
+				if err != nil {
+					return err
+				}
+				return runServices(ctx, cfg, log, sc.services...)
+			},
+		})
+	}
 
 	dlq := &cobra.Command{Use: "dlq", Short: "List, retry and skip events parked in the dead-letter store"}
 	dlq.AddCommand(&cobra.Command{

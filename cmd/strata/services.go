@@ -305,8 +305,11 @@ func listen(ctx context.Context, g *errgroup.Group, d deps, name, addr string, h
 
 // runDev runs every service in one process, with the embedded NATS server unless NATS_URL is set.
 func runDev(ctx context.Context, cfg config, log *slog.Logger) error {
-	return runServices(ctx, cfg, log, commandService, relayService, projectorService, queryService, adminService)
+	return runServices(ctx, cfg, log, devServices...)
 }
+
+// devServices are every service, in the order strata dev starts them.
+var devServices = []service{commandService, relayService, projectorService, queryService, adminService}
 
 // migrateSchema applies every schema migration and exits.
 func migrateSchema(ctx context.Context, cfg config, log *slog.Logger) error {

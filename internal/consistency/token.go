@@ -12,6 +12,10 @@ import (
 	"maps"
 )
 
+// Header is the HTTP header that carries a token: commands answer with it, reads carry it and answer
+// with what they reflect.
+const Header = "Consistency-Token"
+
 // ErrMalformed is returned by [Parse] for anything that is not a token this package wrote.
 var ErrMalformed = errors.New("malformed consistency token")
 
