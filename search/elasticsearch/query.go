@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -198,9 +198,10 @@ type request struct {
 	postFilter  any    // the filter that facets ignore, or nil
 	facetField  string // the keyword field counted for facets
 	sort        sortSpec
-	after       []any
+	cursor      string // the query's cursor, or "" for the first page
+	after       []any  // the cursor's search_after values, which run decodes
 	limit       int
-	highlight   obj
+	highlight   obj // the highlighted fields and their settings
 	fingerprint string
 }
 
@@ -219,9 +220,11 @@ func (r request) body() ([]byte, bool) {
 			return nil, false
 		}
 		boolean["must"] = textQuery(words, r.fields)
-		highlight := maps.Clone(r.highlight)
-		highlight["highlight_query"] = highlightQuery(words, r.fields)
-		b["highlight"] = highlight
+		b["highlight"] = obj{
+			"encoder": "html", "pre_tags": []string{"<em>"}, "post_tags": []string{"</em>"},
+			"fields":          r.highlight,
+			"highlight_query": highlightQuery(words, r.fields),
+		}
 	}
 	if len(r.filters) > 0 {
 		boolean["filter"] = r.filters
@@ -251,9 +254,15 @@ type result struct {
 	nextCursor string
 }
 
-// run searches alias with r. A query that cannot match anything returns an empty result without
-// asking Elasticsearch.
+// run searches alias with r. A cursor of another query is [search.ErrBadCursor]. A query that cannot
+// match anything returns an empty result without asking Elasticsearch.
 func (c *conn) run(ctx context.Context, alias string, r request) (result, error) {
+	if r.cursor != "" {
+		var err error
+		if r.after, err = searchAfter(r.cursor, r.fingerprint, r.sort.keys); err != nil {
+			return result{}, err
+		}
+	}
 	body, ok := r.body()
 	if !ok {
 		return result{hits: []hit{}, facets: []search.Facet{}}, nil
@@ -301,6 +310,28 @@ func (c *conn) run(ctx context.Context, alias string, r request) (result, error)
 	return out, nil
 }
 
+// failed returns the error of the search op: a bad cursor as it is, anything else wrapped.
+func failed(op string, err error) error {
+	if errors.Is(err, search.ErrBadCursor) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// documents decodes the documents of hits, and gives each its highlights with set.
+func documents[D any](hits []hit, set func(doc *D, highlights map[string][]string)) ([]D, error) {
+	docs := make([]D, 0, len(hits))
+	for _, h := range hits {
+		var d D
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return nil, fmt.Errorf("decode document: %w", err)
+		}
+		set(&d, highlights(h.Highlight))
+		docs = append(docs, d)
+	}
+	return docs, nil
+}
+
 // SearchProducts implements [search.Index]. It fails with a [*search.InvalidError] for an invalid
 // query, [search.ErrBadCursor] for a cursor of another query, or an error of Elasticsearch.
 func (i *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (search.ProductResults, error) {
@@ -313,13 +344,11 @@ func (i *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (sear
 		facetField:  "category",
 		sort:        productSort(q.Sort),
 		limit:       q.Limit,
+		cursor:      q.Cursor,
 		fingerprint: q.Fingerprint(),
 		highlight: obj{
-			"encoder": "html", "pre_tags": []string{"<em>"}, "post_tags": []string{"</em>"},
-			"fields": obj{
-				"name":        obj{"number_of_fragments": 0},
-				"description": obj{"fragment_size": 150, "number_of_fragments": 3},
-			},
+			"name":        obj{"number_of_fragments": 0},
+			"description": obj{"fragment_size": 150, "number_of_fragments": 3},
 		},
 	}
 	if q.MinPriceCents != nil || q.MaxPriceCents != nil {
@@ -342,27 +371,16 @@ func (i *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (sear
 	if q.Category != "" {
 		r.postFilter = obj{"term": obj{"category": q.Category}}
 	}
-	if q.Cursor != "" {
-		var err error
-		if r.after, err = searchAfter(q.Cursor, r.fingerprint, r.sort.keys); err != nil {
-			return search.ProductResults{}, err
-		}
-	}
 	res, err := i.c.run(ctx, i.c.products.read, r)
+	if err != nil {
+		return search.ProductResults{}, failed("search products", err)
+	}
+	items, err := documents(res.hits, func(p *search.Product, h map[string][]string) { p.Highlights = h })
 	if err != nil {
 		return search.ProductResults{}, fmt.Errorf("search products: %w", err)
 	}
-	out := search.ProductResults{Items: make([]search.Product, 0, len(res.hits)), Total: res.total,
-		Categories: res.facets, NextCursor: res.nextCursor}
-	for _, h := range res.hits {
-		var p search.Product
-		if err := json.Unmarshal(h.Source, &p); err != nil {
-			return search.ProductResults{}, fmt.Errorf("search products: decode document: %w", err)
-		}
-		p.Highlights = highlights(h.Highlight)
-		out.Items = append(out.Items, p)
-	}
-	return out, nil
+	return search.ProductResults{Items: items, Total: res.total, Categories: res.facets,
+		NextCursor: res.nextCursor}, nil
 }
 
 // SearchOrders implements [search.Index], with the same errors as [Index.SearchProducts].
@@ -376,13 +394,11 @@ func (i *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 		facetField:  "status",
 		sort:        orderSort(q.Text != ""),
 		limit:       q.Limit,
+		cursor:      q.Cursor,
 		fingerprint: q.Fingerprint(),
 		highlight: obj{
-			"encoder": "html", "pre_tags": []string{"<em>"}, "post_tags": []string{"</em>"},
-			"fields": obj{
-				"customer_name": obj{"number_of_fragments": 0},
-				"product_names": obj{"number_of_fragments": 0},
-			},
+			"customer_name": obj{"number_of_fragments": 0},
+			"product_names": obj{"number_of_fragments": 0},
 		},
 	}
 	if q.From != nil || q.To != nil {
@@ -398,27 +414,16 @@ func (i *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 	if q.Status != "" {
 		r.postFilter = obj{"term": obj{"status": q.Status}}
 	}
-	if q.Cursor != "" {
-		var err error
-		if r.after, err = searchAfter(q.Cursor, r.fingerprint, r.sort.keys); err != nil {
-			return search.OrderResults{}, err
-		}
-	}
 	res, err := i.c.run(ctx, i.c.orders.read, r)
+	if err != nil {
+		return search.OrderResults{}, failed("search orders", err)
+	}
+	items, err := documents(res.hits, func(o *search.Order, h map[string][]string) { o.Highlights = h })
 	if err != nil {
 		return search.OrderResults{}, fmt.Errorf("search orders: %w", err)
 	}
-	out := search.OrderResults{Items: make([]search.Order, 0, len(res.hits)), Total: res.total,
-		Statuses: res.facets, NextCursor: res.nextCursor}
-	for _, h := range res.hits {
-		var o search.Order
-		if err := json.Unmarshal(h.Source, &o); err != nil {
-			return search.OrderResults{}, fmt.Errorf("search orders: decode document: %w", err)
-		}
-		o.Highlights = highlights(h.Highlight)
-		out.Items = append(out.Items, o)
-	}
-	return out, nil
+	return search.OrderResults{Items: items, Total: res.total, Statuses: res.facets,
+		NextCursor: res.nextCursor}, nil
 }
 
 func highlights(h map[string][]string) map[string][]string {

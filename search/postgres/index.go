@@ -54,8 +54,12 @@ const candidates = `SELECT t.term, c.word
 
 // parseText has PostgreSQL parse text as a web search and looks up the typo corrections of its
 // words, in one round trip, then widens the words ([widen]). ok is false when the text has no
-// words at all (only punctuation, say): it matches nothing.
+// words at all (only punctuation, say): it matches nothing. An empty text is no text search: it
+// returns the zero textQuery and ok, without a round trip.
 func (x *Index) parseText(ctx context.Context, text, vocabulary string) (tq textQuery, ok bool, err error) {
+	if text == "" {
+		return textQuery{}, true, nil
+	}
 	b := &pgx.Batch{}
 	var parsed string
 	b.Queue(`SELECT websearch_to_tsquery('simple', $1)::text`, text).QueryRow(func(row pgx.Row) error {
@@ -146,8 +150,12 @@ func keyset(a *args, keys []sortKey, values []any, id string) string {
 	return first + " AND " + cond
 }
 
-// decodeCursor returns the key values and the id of cursor, typed as keys says.
+// decodeCursor returns the key values and the id of cursor, typed as keys says; none for an empty
+// cursor (the first page).
 func decodeCursor(cursor, fingerprint string, keys []sortKey) ([]any, string, error) {
+	if cursor == "" {
+		return nil, "", nil
+	}
 	raw, err := search.DecodeCursor(cursor, fingerprint, len(keys)+1)
 	if err != nil {
 		return nil, "", err
@@ -170,6 +178,40 @@ func decodeCursor(cursor, fingerprint string, keys []sortKey) ([]any, string, er
 		return nil, "", search.ErrBadCursor
 	}
 	return values, id, nil
+}
+
+// keyColumns returns the select lists of keys: the columns m.k0, m.k1… of the outer query, and the
+// expressions that the inner query names so.
+func keyColumns(keys []sortKey) (outer, inner string) {
+	cols, exprs := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		cols[i] = "m.k" + strconv.Itoa(i)
+		exprs[i] = k.expr + " AS k" + strconv.Itoa(i)
+	}
+	return strings.Join(cols, ", "), strings.Join(exprs, ", ")
+}
+
+// keyValues returns new values to scan the keys of a row into, which its cursor carries.
+func keyValues(keys []sortKey) []any {
+	values := make([]any, len(keys))
+	for i, k := range keys {
+		values[i] = k.value()
+	}
+	return values
+}
+
+// trim cuts the rows of a page, fetched one more than limit, to limit. When there were more, cursor
+// is the cursor after the last row kept, whose sort values after returns.
+func trim[R any](rows []R, limit int, fingerprint string, after func(R) []any) (_ []R, cursor string, _ error) {
+	if len(rows) <= limit {
+		return rows, "", nil
+	}
+	rows = rows[:limit]
+	cursor, err := search.EncodeCursor(fingerprint, after(rows[limit-1])...)
+	if err != nil {
+		return nil, "", err
+	}
+	return rows, cursor, nil
 }
 
 // score ranks a document for relevance: cover density of everything that matched, plus that of the
@@ -254,25 +296,16 @@ func (x *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (sear
 		return search.ProductResults{}, err
 	}
 	fp := q.Fingerprint()
-	var values []any
-	var afterID string
-	if q.Cursor != "" {
-		var err error
-		if values, afterID, err = decodeCursor(q.Cursor, fp, productKeys(q.Sort, "")); err != nil {
-			return search.ProductResults{}, err
-		}
+	values, afterID, err := decodeCursor(q.Cursor, fp, productKeys(q.Sort, ""))
+	if err != nil {
+		return search.ProductResults{}, err
 	}
-	var tq textQuery
-	if q.Text != "" {
-		var ok bool
-		var err error
-		tq, ok, err = x.parseText(ctx, q.Text, "search_product_words")
-		if err != nil {
-			return search.ProductResults{}, fmt.Errorf("search products: %w", err)
-		}
-		if !ok {
-			return search.ProductResults{Items: []search.Product{}, Categories: []search.Facet{}}, nil
-		}
+	tq, ok, err := x.parseText(ctx, q.Text, "search_product_words")
+	if err != nil {
+		return search.ProductResults{}, fmt.Errorf("search products: %w", err)
+	}
+	if !ok {
+		return search.ProductResults{Items: []search.Product{}, Categories: []search.Facet{}}, nil
 	}
 
 	var pa, fa args
@@ -310,27 +343,29 @@ func (x *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (sear
 		heads = fmt.Sprintf(`ts_headline('simple', m.name, %[1]s, %[2]s), ts_headline('simple', m.description, %[1]s, %[3]s)`,
 			h, pa.add(headlineWhole), pa.add(headlineFragments))
 	}
+	outerKeys, innerKeys := keyColumns(keys)
 	pageSQL := fmt.Sprintf(`SELECT m.id, m.sku, m.name, m.description, m.category, m.price_cents, m.currency, m.tags,
-			m.stock, m.discontinued, m.version, m.created_at, m.k0, %s
+			m.stock, m.discontinued, m.version, m.created_at, %s, %s
 		FROM (
 			SELECT p.id, p.sku, p.name, p.description, p.category, p.price_cents, p.currency, p.tags,
-				p.stock, p.discontinued, p.version, p.created_at, %s AS k0
+				p.stock, p.discontinued, p.version, p.created_at, %s
 			FROM search_products AS p
 			WHERE %s
 			ORDER BY %s
 			LIMIT %s
 		) AS m
 		ORDER BY %s`,
-		heads, keys[0].expr, where(conds), order(keys, true), pa.add(q.Limit+1), order(keys, false))
+		outerKeys, heads, innerKeys, where(conds), order(keys, true), pa.add(q.Limit+1), order(keys, false))
 	facetSQL := fmt.Sprintf(`SELECT p.category, count(*) FROM search_products AS p WHERE %s
 		GROUP BY p.category ORDER BY count(*) DESC, p.category`, where(filters(&fa, false)))
 
 	scan := func(row pgx.CollectableRow) (productRow, error) {
 		var r productRow
 		var version int64
-		r.keys = []any{keys[0].value()}
-		err := row.Scan(&r.ID, &r.SKU, &r.Name, &r.Description, &r.Category, &r.PriceCents, &r.Currency, &r.Tags,
-			&r.Stock, &r.Discontinued, &version, &r.CreatedAt, r.keys[0], &r.headName, &r.headDescription)
+		r.keys = keyValues(keys)
+		dest := []any{&r.ID, &r.SKU, &r.Name, &r.Description, &r.Category, &r.PriceCents, &r.Currency, &r.Tags,
+			&r.Stock, &r.Discontinued, &version, &r.CreatedAt}
+		err := row.Scan(append(append(dest, r.keys...), &r.headName, &r.headDescription)...)
 		r.Version, r.CreatedAt = uint64(version), r.CreatedAt.UTC()
 		return r, err
 	}
@@ -338,16 +373,13 @@ func (x *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (sear
 	if err != nil {
 		return search.ProductResults{}, fmt.Errorf("search products: %w", err)
 	}
-	res := search.ProductResults{Items: make([]search.Product, 0, min(len(rows), q.Limit)), Categories: facets,
-		Total: total(facets, q.Category)}
-	for i, r := range rows {
-		if i == q.Limit {
-			last := rows[i-1]
-			if res.NextCursor, err = search.EncodeCursor(fp, append(last.keys, last.ID)...); err != nil {
-				return search.ProductResults{}, err
-			}
-			break
-		}
+	rows, next, err := trim(rows, q.Limit, fp, func(r productRow) []any { return append(r.keys, r.ID) })
+	if err != nil {
+		return search.ProductResults{}, err
+	}
+	res := search.ProductResults{Items: make([]search.Product, 0, len(rows)), Categories: facets,
+		Total: total(facets, q.Category), NextCursor: next}
+	for _, r := range rows {
 		p := r.Product
 		p.Highlights = highlights(map[string][]string{
 			"name": snippets(r.headName), "description": snippets(r.headDescription)})
@@ -391,25 +423,16 @@ func (x *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 		return search.OrderResults{}, err
 	}
 	fp := q.Fingerprint()
-	var values []any
-	var afterID string
-	if q.Cursor != "" {
-		var err error
-		if values, afterID, err = decodeCursor(q.Cursor, fp, orderKeys(q.Text != "", "")); err != nil {
-			return search.OrderResults{}, err
-		}
+	values, afterID, err := decodeCursor(q.Cursor, fp, orderKeys(q.Text != "", ""))
+	if err != nil {
+		return search.OrderResults{}, err
 	}
-	var tq textQuery
-	if q.Text != "" {
-		var ok bool
-		var err error
-		tq, ok, err = x.parseText(ctx, q.Text, "search_order_words")
-		if err != nil {
-			return search.OrderResults{}, fmt.Errorf("search orders: %w", err)
-		}
-		if !ok {
-			return search.OrderResults{Items: []search.Order{}, Statuses: []search.Facet{}}, nil
-		}
+	tq, ok, err := x.parseText(ctx, q.Text, "search_order_words")
+	if err != nil {
+		return search.OrderResults{}, fmt.Errorf("search orders: %w", err)
+	}
+	if !ok {
+		return search.OrderResults{Items: []search.Order{}, Statuses: []search.Facet{}}, nil
 	}
 
 	var pa, fa args
@@ -444,11 +467,7 @@ func (x *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 		heads = fmt.Sprintf(`ts_headline('simple', m.customer_name, %s, %s),
 			ARRAY(SELECT ts_headline('simple', n, %[1]s, %[2]s) FROM unnest(m.product_names) AS n)`, h, whole)
 	}
-	var keyCols, innerKeys []string
-	for i, k := range keys {
-		keyCols = append(keyCols, fmt.Sprintf("m.k%d", i))
-		innerKeys = append(innerKeys, fmt.Sprintf("%s AS k%d", k.expr, i))
-	}
+	outerKeys, innerKeys := keyColumns(keys)
 	pageSQL := fmt.Sprintf(`SELECT m.id, m.customer_id, m.customer_name, m.customer_email, m.status, m.skus,
 			m.product_names, m.total_cents, m.currency, m.placed_at, m.version, %s, %s
 		FROM (
@@ -460,8 +479,7 @@ func (x *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 			LIMIT %s
 		) AS m
 		ORDER BY %s`,
-		strings.Join(keyCols, ", "), heads, strings.Join(innerKeys, ", "), where(conds), order(keys, true),
-		pa.add(q.Limit+1), order(keys, false))
+		outerKeys, heads, innerKeys, where(conds), order(keys, true), pa.add(q.Limit+1), order(keys, false))
 	facetSQL := fmt.Sprintf(`SELECT p.status, count(*) FROM search_orders AS p WHERE %s
 		GROUP BY p.status ORDER BY count(*) DESC, p.status`, where(filters(&fa, false)))
 
@@ -470,9 +488,7 @@ func (x *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 		var version int64
 		dest := []any{&r.ID, &r.CustomerID, &r.CustomerName, &r.CustomerEmail, &r.Status, &r.SKUs,
 			&r.ProductNames, &r.TotalCents, &r.Currency, &r.PlacedAt, &version}
-		for _, k := range keys {
-			r.keys = append(r.keys, k.value())
-		}
+		r.keys = keyValues(keys)
 		err := row.Scan(append(append(dest, r.keys...), &r.headCustomer, &r.headProductNames)...)
 		r.Version, r.PlacedAt = uint64(version), r.PlacedAt.UTC()
 		return r, err
@@ -481,16 +497,13 @@ func (x *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 	if err != nil {
 		return search.OrderResults{}, fmt.Errorf("search orders: %w", err)
 	}
-	res := search.OrderResults{Items: make([]search.Order, 0, min(len(rows), q.Limit)), Statuses: facets,
-		Total: total(facets, q.Status)}
-	for i, r := range rows {
-		if i == q.Limit {
-			last := rows[i-1]
-			if res.NextCursor, err = search.EncodeCursor(fp, append(last.keys, last.ID)...); err != nil {
-				return search.OrderResults{}, err
-			}
-			break
-		}
+	rows, next, err := trim(rows, q.Limit, fp, func(r orderRow) []any { return append(r.keys, r.ID) })
+	if err != nil {
+		return search.OrderResults{}, err
+	}
+	res := search.OrderResults{Items: make([]search.Order, 0, len(rows)), Statuses: facets,
+		Total: total(facets, q.Status), NextCursor: next}
+	for _, r := range rows {
 		o := r.Order
 		o.Highlights = highlights(map[string][]string{
 			"customer_name": snippets(r.headCustomer), "product_names": snippets(r.headProductNames...)})
