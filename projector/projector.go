@@ -40,6 +40,7 @@ import (
 	"github.com/strata-dev/strata/events"
 	"github.com/strata-dev/strata/eventstore"
 	"github.com/strata-dev/strata/internal/backoff"
+	"github.com/strata-dev/strata/internal/pglock"
 	"github.com/strata-dev/strata/relay"
 )
 
@@ -190,13 +191,22 @@ type locks struct {
 	conn *pgx.Conn
 }
 
-func (l *locks) query(ctx context.Context, sql string, args ...any) (int64, bool, error) {
+func (l *locks) tryLock(ctx context.Context, key string) (int64, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var id int64
-	var got bool
-	err := l.conn.QueryRow(ctx, sql, args...).Scan(&id, &got)
-	return id, got, err
+	return pglock.TryLock(ctx, l.conn, key)
+}
+
+func (l *locks) unlock(ctx context.Context, id int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return pglock.Unlock(ctx, l.conn, id)
+}
+
+func (l *locks) ping(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conn.Ping(ctx)
 }
 
 // session claims and consumes partitions on one lock connection until it fails or ctx ends.
@@ -219,21 +229,8 @@ func (r *Runner) session(ctx context.Context, js jetstream.JetStream) error {
 	for p := range max(r.cfg.Partitions, 1) {
 		wg.Go(func() { r.runPartition(sctx, js, l, p, owned) })
 	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for sctx.Err() == nil {
-		select {
-		case <-sctx.Done():
-		case <-t.C:
-			pctx, pcancel := context.WithTimeout(sctx, 3*time.Second)
-			l.mu.Lock()
-			err := l.conn.Ping(pctx)
-			l.mu.Unlock()
-			pcancel()
-			if err != nil && sctx.Err() == nil {
-				cancel(fmt.Errorf("lock connection: %w", err))
-			}
-		}
+	if err := pglock.Watch(sctx, l.ping); err != nil {
+		cancel(fmt.Errorf("lock connection: %w", err))
 	}
 	wg.Wait()
 	return context.Cause(sctx)
@@ -268,8 +265,7 @@ func (r *Runner) runPartition(ctx context.Context, js jetstream.JetStream, l *lo
 // holds the lock it waits ClaimPoll and returns nil.
 func (r *Runner) own(ctx context.Context, js jetstream.JetStream, l *locks, p int) error {
 	key := fmt.Sprintf("strata.projector:%s/%d", r.proj.Name(), p)
-	id, got, err := l.query(ctx, `SELECT id, pg_try_advisory_lock(id)
-		FROM (SELECT hashtextextended(coalesce(current_schema(), '') || '/' || $1, 0) AS id) AS k`, key)
+	id, got, err := l.tryLock(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -283,7 +279,7 @@ func (r *Runner) own(ctx context.Context, js jetstream.JetStream, l *locks, p in
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 		defer cancel()
-		_, _, _ = l.query(uctx, `SELECT $1::bigint, pg_advisory_unlock($1)`, id)
+		_ = l.unlock(uctx, id)
 	}()
 	r.log.Info("consuming partition", "partition", p)
 	r.m.partitions.Inc()

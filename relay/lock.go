@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/strata-dev/strata/internal/pglock"
 )
 
 // errLostLock ends a leadership whose lock connection failed: the lock may be someone else's now.
@@ -32,14 +34,8 @@ func (r *Relay) acquire(ctx context.Context) (*leadership, error) {
 		if err != nil {
 			return nil, fmt.Errorf("leader lock: %w", err)
 		}
-		// Advisory locks belong to the whole database, but a relay's checkpoint and event store live in
-		// the schema its search path names: relays of different schemas must not exclude each other.
-		var (
-			id  int64
-			got bool
-		)
-		if err := conn.QueryRow(ctx, `SELECT id, pg_try_advisory_lock(id)
-			FROM (SELECT hashtextextended(coalesce(current_schema(), '') || '/' || $1, 0) AS id) AS k`, key).Scan(&id, &got); err != nil {
+		id, got, err := pglock.TryLock(ctx, conn, key)
+		if err != nil {
 			conn.Release()
 			return nil, fmt.Errorf("leader lock: %w", err)
 		}
@@ -65,21 +61,8 @@ func (r *Relay) acquire(ctx context.Context) (*leadership, error) {
 
 // watch ends the leadership when the lock's connection stops answering.
 func (l *leadership) watch() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-l.ctx.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(l.ctx, 3*time.Second)
-		err := l.conn.Ping(ctx)
-		cancel()
-		if err != nil && l.ctx.Err() == nil {
-			l.cancel(fmt.Errorf("%w: %v", errLostLock, err))
-			return
-		}
+	if err := pglock.Watch(l.ctx, l.conn.Ping); err != nil {
+		l.cancel(fmt.Errorf("%w: %v", errLostLock, err))
 	}
 }
 
@@ -90,7 +73,7 @@ func (l *leadership) release() {
 	l.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, l.id); err != nil {
+	if err := pglock.Unlock(ctx, l.conn, l.id); err != nil {
 		_ = l.conn.Conn().Close(ctx)
 	}
 	l.conn.Release()
