@@ -2,12 +2,9 @@ package relay_test
 
 import (
 	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,9 +20,9 @@ import (
 	"github.com/strata-dev/strata/eventstore/postgres"
 	"github.com/strata-dev/strata/eventstore/storetest"
 	"github.com/strata-dev/strata/internal/broker"
+	"github.com/strata-dev/strata/internal/childtest"
 	"github.com/strata-dev/strata/internal/natstest"
 	"github.com/strata-dev/strata/internal/pgtest"
-	"github.com/strata-dev/strata/internal/syncbuf"
 	"github.com/strata-dev/strata/relay"
 	"github.com/strata-dev/strata/relay/relaytest"
 )
@@ -57,7 +54,7 @@ func TestRelayCrash(t *testing.T) {
 			k := 1 + rand.Uint64N(1500)
 			relaytest.WaitForAll(t, js, streamName, before+k, 30*time.Second)
 		}
-		p.kill(t)
+		p.Kill(t)
 		t.Logf("kill %d: JetStream held %d messages, %d events appended", kills+1, messages(t, js, streamName), ld.appended.Load())
 	}
 	ld.finish()
@@ -73,12 +70,8 @@ func TestRelayProcess(t *testing.T) {
 	if os.Getenv("STRATA_RELAY_PROCESS") != "1" {
 		return
 	}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := childtest.UntilStdinCloses(t.Context())
 	defer cancel()
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	require.NoError(t, err)
@@ -237,50 +230,10 @@ func (l *load) finish() {
 	<-l.done
 }
 
-// relayProcess is the test binary running TestRelayProcess.
-type relayProcess struct {
-	cmd   *exec.Cmd
-	stdin io.Closer
-	out   syncbuf.Buffer
-	done  chan error
-}
-
-// startRelayProcess starts a relay process; it is stopped (or killed) when the test ends, and its output
-// is logged if the test failed.
-func startRelayProcess(t testing.TB, dbURL, natsURL string) *relayProcess {
+// startRelayProcess starts a relay process (the test binary running TestRelayProcess); it is stopped
+// (or killed) when the test ends, and its output is logged if the test failed.
+func startRelayProcess(t testing.TB, dbURL, natsURL string) *childtest.Process {
 	t.Helper()
-	p := &relayProcess{done: make(chan error, 1)}
-	p.cmd = exec.Command(os.Args[0], "-test.run=^TestRelayProcess$", "-test.count=1", "-test.timeout=10m")
-	p.cmd.Env = append(os.Environ(), "STRATA_RELAY_PROCESS=1", "DATABASE_URL="+dbURL, "NATS_URL="+natsURL)
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	stdin, err := p.cmd.StdinPipe()
-	require.NoError(t, err)
-	p.stdin = stdin
-	require.NoError(t, p.cmd.Start())
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = p.stdin.Close() // the process stops when its standard input closes
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("relay process %d:\n%s", p.cmd.Process.Pid, p.out.String())
-		}
-	})
-	return p
-}
-
-// kill sends SIGKILL and waits for the process to end.
-func (p *relayProcess) kill(t testing.TB) {
-	t.Helper()
-	_ = p.cmd.Process.Kill() // fails only if the process has ended, which the check below reports
-	err := <-p.done
-	p.done <- err // for the cleanup
-	var exit *exec.ExitError
-	require.True(t, errors.As(err, &exit) && exit.ExitCode() == -1, // -1: ended by a signal
-		"relay process ended by itself before it was killed: %v\n%s", err, p.out.String())
-	require.NotContains(t, p.out.String(), "DATA RACE", p.out.String())
+	return childtest.Start(t, childtest.Config{Test: "TestRelayProcess", Name: "relay", Grace: 10 * time.Second,
+		Env: []string{"STRATA_RELAY_PROCESS=1", "DATABASE_URL=" + dbURL, "NATS_URL=" + natsURL}})
 }

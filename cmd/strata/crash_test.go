@@ -4,13 +4,11 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,10 +18,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/strata-dev/strata/internal/childtest"
 	"github.com/strata-dev/strata/internal/natstest"
 	"github.com/strata-dev/strata/internal/pgtest"
 	"github.com/strata-dev/strata/internal/platform"
-	"github.com/strata-dev/strata/internal/syncbuf"
 	"github.com/strata-dev/strata/projector"
 )
 
@@ -140,13 +138,13 @@ func TestDevSurvivesSIGKILL(t *testing.T) {
 			"the load should make progress before kill %d", k)
 		require.False(t, failed.Load(), "a client failed")
 		c.gate.down()
-		p.kill(t)
+		p.Kill(t)
 		killedAt := c.acked.Load()
 		p = startDevProcess(t, vars)
 		c.waitReady(t, p)
 		c.gate.up()
 		t.Logf("kill %d: %d writes acknowledged since the last start, %d in all; ready again in %v",
-			k, n, killedAt, time.Since(p.started).Round(time.Millisecond))
+			k, n, killedAt, time.Since(p.Started()).Round(time.Millisecond))
 	}
 	// The load carries on after the last restart.
 	target := c.acked.Load() + 100
@@ -283,7 +281,7 @@ func TestDevSurvivesSIGKILL(t *testing.T) {
 	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM dead_letters`).Scan(&parked))
 	require.Zero(t, parked, "dead letters")
 
-	p.stop(t)
+	p.Stop(t)
 	t.Logf("%d kills; load %v, reads with tokens %v, checks %v; %d events in the store",
 		kills, loadDone.Sub(began).Round(time.Millisecond), readsDone.Sub(loadDone).Round(time.Millisecond),
 		time.Since(readsDone).Round(time.Millisecond), events)
@@ -339,12 +337,8 @@ func TestDevProcess(t *testing.T) {
 	if os.Getenv("STRATA_DEV_PROCESS") != "1" {
 		return
 	}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := childtest.UntilStdinCloses(t.Context())
 	defer cancel()
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
 	cfg, err := loadConfig(os.Getenv)
 	require.NoError(t, err)
 	log, err := platform.NewLogger(os.Stderr, cfg.LogLevel)
@@ -352,85 +346,16 @@ func TestDevProcess(t *testing.T) {
 	require.NoError(t, runDev(ctx, cfg, log))
 }
 
-// devProcess is the test binary running TestDevProcess.
-type devProcess struct {
-	cmd     *exec.Cmd
-	stdin   io.Closer
-	out     syncbuf.Buffer
-	done    chan error
-	started time.Time
-}
-
-// startDevProcess starts `strata dev` with vars in its environment. When the test ends it is stopped
-// (through its standard input) or killed, and its output is logged if the test failed.
-func startDevProcess(t *testing.T, vars map[string]string) *devProcess {
+// startDevProcess starts `strata dev` (the test binary running TestDevProcess) with vars in its
+// environment. When the test ends it is stopped (through its standard input) or killed, and its output
+// is logged if the test failed.
+func startDevProcess(t *testing.T, vars map[string]string) *childtest.Process {
 	t.Helper()
-	p := &devProcess{done: make(chan error, 1), started: time.Now()}
-	p.cmd = exec.Command(os.Args[0], "-test.run=^TestDevProcess$", "-test.count=1", "-test.timeout=10m")
-	p.cmd.Env = append(os.Environ(), "STRATA_DEV_PROCESS=1")
+	env := []string{"STRATA_DEV_PROCESS=1"}
 	for k, v := range vars { // later entries win
-		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+		env = append(env, k+"="+v)
 	}
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	stdin, err := p.cmd.StdinPipe()
-	require.NoError(t, err)
-	p.stdin = stdin
-	require.NoError(t, p.cmd.Start())
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = p.stdin.Close() // the process stops when its standard input closes
-		select {
-		case err := <-p.done:
-			p.done <- err
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			p.done <- <-p.done
-			t.Errorf("strata dev process %d did not stop within 15 s of its standard input closing", p.cmd.Process.Pid)
-		}
-		if t.Failed() {
-			t.Logf("strata dev process %d:\n%s", p.cmd.Process.Pid, p.out.String())
-		}
-	})
-	return p
-}
-
-// exited reports whether the process has ended, and how.
-func (p *devProcess) exited() (bool, error) {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return true, err
-	default:
-		return false, nil
-	}
-}
-
-// stop closes the standard input of the process, which makes it shut down gracefully, and requires
-// that it exits cleanly.
-func (p *devProcess) stop(t *testing.T) {
-	t.Helper()
-	_ = p.stdin.Close()
-	var err error
-	select {
-	case err = <-p.done:
-		p.done <- err // for the cleanup
-	case <-time.After(15 * time.Second):
-		t.Fatalf("strata dev did not stop within 15 s of its standard input closing")
-	}
-	require.NoError(t, err, "strata dev should stop cleanly:\n%s", p.out.String())
-	require.NotContains(t, p.out.String(), "DATA RACE", p.out.String())
-}
-
-// kill sends SIGKILL and waits for the process to end.
-func (p *devProcess) kill(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Kill() // fails only if the process has ended, which the check below reports
-	err := <-p.done
-	p.done <- err // for the cleanup
-	var exit *exec.ExitError
-	require.True(t, errors.As(err, &exit) && exit.ExitCode() == -1, // -1: ended by a signal
-		"strata dev ended by itself before it was killed: %v\n%s", err, p.out.String())
-	require.NotContains(t, p.out.String(), "DATA RACE", p.out.String())
+	return childtest.Start(t, childtest.Config{Test: "TestDevProcess", Name: "strata dev", Grace: 15 * time.Second, MustStop: true, Env: env})
 }
 
 // crashWrite is one command of the load, and what acknowledged it.
@@ -581,7 +506,7 @@ func (c *crashClient) get(ctx context.Context, path, token string) (int, []byte,
 }
 
 // waitReady waits until the query and command services of p answer /readyz with 200.
-func (c *crashClient) waitReady(t *testing.T, p *devProcess) {
+func (c *crashClient) waitReady(t *testing.T, p *childtest.Process) {
 	t.Helper()
 	ready := func(base string) bool {
 		resp, err := c.http.Get(base + "/readyz")
@@ -593,13 +518,13 @@ func (c *crashClient) waitReady(t *testing.T, p *devProcess) {
 		return resp.StatusCode == http.StatusOK
 	}
 	require.Eventually(t, func() bool {
-		if ended, _ := p.exited(); ended {
+		if ended, _ := p.Exited(); ended {
 			return true
 		}
 		return ready(c.query) && ready(c.command)
-	}, 60*time.Second, 10*time.Millisecond, "strata dev should become ready:\n%s", &p.out)
-	ended, err := p.exited()
-	require.False(t, ended, "strata dev ended while starting: %v\n%s", err, p.out.String())
+	}, 60*time.Second, 10*time.Millisecond, "strata dev should become ready:\n%s", p.Output())
+	ended, err := p.Exited()
+	require.False(t, ended, "strata dev ended while starting: %v\n%s", err, p.Output().String())
 }
 
 // upGate tells clients whether `strata dev` is up: wait returns a channel that is closed while it

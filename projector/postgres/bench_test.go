@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -28,6 +27,7 @@ import (
 	"github.com/strata-dev/strata/events"
 	"github.com/strata-dev/strata/eventstore"
 	"github.com/strata-dev/strata/internal/broker"
+	"github.com/strata-dev/strata/internal/childtest"
 	"github.com/strata-dev/strata/internal/natstest"
 	"github.com/strata-dev/strata/internal/pgtest"
 	"github.com/strata-dev/strata/migrations"
@@ -403,12 +403,8 @@ func TestCatchUpProjectorProcess(t *testing.T) {
 	}
 	var cfg childConfig
 	require.NoError(t, json.Unmarshal([]byte(raw), &cfg))
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := childtest.UntilStdinCloses(context.Background())
 	defer cancel()
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
-	}()
 
 	var peak, livePeak uint64
 	var sampled sync.WaitGroup
