@@ -4,7 +4,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,13 +79,6 @@ func NewHandler(pool *pgxpool.Pool, js jetstream.JetStream, dl *projector.DeadLe
 	return r
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(v)
-}
-
 // Status reports every projection.
 func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stream string, partitions int, projections []projector.Projection) ([]ProjectionStatus, error) {
 	out := make([]ProjectionStatus, 0, len(projections))
@@ -142,7 +134,8 @@ func (a *api) projections(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"items": st})
+	platform.WriteJSON(w, http.StatusOK, map[string]any{"items": st})
+	return nil
 }
 
 func (a *api) deadLetters(w http.ResponseWriter, r *http.Request) error {
@@ -153,7 +146,8 @@ func (a *api) deadLetters(w http.ResponseWriter, r *http.Request) error {
 	if list == nil {
 		list = []projector.DeadLetter{}
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"items": list})
+	platform.WriteJSON(w, http.StatusOK, map[string]any{"items": list})
+	return nil
 }
 
 func deadLetterID(r *http.Request) (int64, error) {
@@ -184,5 +178,6 @@ func (a *api) release(w http.ResponseWriter, r *http.Request, do func(context.Co
 		// The event still fails: that is the state of the read model, not a fault of this request.
 		return fmt.Errorf("%v: %w", err, domain.ErrRule)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "released": true})
+	platform.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "released": true})
+	return nil
 }

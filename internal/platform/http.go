@@ -158,7 +158,7 @@ type Check struct {
 // two seconds) and GET /metrics (Prometheus, from gatherer) on r.
 func HandleHealth(r *mux.Router, gatherer prometheus.Gatherer, checks ...Check) {
 	r.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
@@ -171,12 +171,14 @@ func HandleHealth(r *mux.Router, gatherer prometheus.Gatherer, checks ...Check) 
 			}
 			results[c.Name] = "ok"
 		}
-		writeJSON(w, status, map[string]any{"status": http.StatusText(status), "checks": results})
+		WriteJSON(w, status, map[string]any{"status": http.StatusText(status), "checks": results})
 	}).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers with v as JSON, not to be cached. A failed write means the client went away;
+// there is nothing to add.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
