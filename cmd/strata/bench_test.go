@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -15,8 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-dev/strata/bench"
-	"github.com/strata-dev/strata/internal/natstest"
-	"github.com/strata-dev/strata/internal/pgtest"
 )
 
 // BenchmarkEndToEnd runs `strata dev` in-process (PostgreSQL event store, embedded NATS, the default
@@ -83,28 +78,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 // startDevForBench starts `strata dev` on free ports and a fresh schema, and returns it once ready,
 // with the URL of its admin API.
 func startDevForBench(b *testing.B) (target *bench.Target, admin string) {
-	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(b)) }
-	vars := map[string]string{
-		"DATABASE_URL": pgtest.URL(b), "STRATA_DATA_DIR": b.TempDir(),
-		"COMMAND_ADDR": addr(), "QUERY_ADDR": addr(), "ADMIN_ADDR": addr(), "RELAY_ADDR": addr(),
-		"NATS_EMBEDDED_PORT": fmt.Sprint(natstest.FreePort(b)), "LOG_LEVEL": "warn",
-	}
-	cfg, err := loadConfig(env(vars))
-	require.NoError(b, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runDev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	b.Cleanup(func() { cancel(); require.NoError(b, <-done) })
-
+	vars := startDev(b, nil)
 	target = &bench.Target{CommandURL: "http://" + vars["COMMAND_ADDR"], QueryURL: "http://" + vars["QUERY_ADDR"], Client: bench.NewClient(1024)}
-	require.Eventually(b, func() bool {
-		resp, err := http.Get(target.QueryURL + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 60*time.Second, 20*time.Millisecond, "strata dev should become ready")
 	return target, "http://" + vars["ADMIN_ADDR"]
 }
 

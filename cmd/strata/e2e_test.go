@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"strings"
@@ -50,30 +51,11 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func endToEnd(t *testing.T, eventStoreURL, elasticsearchURL string) {
-	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t)) }
-	vars := map[string]string{
+	vars := startDev(t, map[string]string{
 		"ELASTICSEARCH_URL": elasticsearchURL, "ELASTICSEARCH_INDEX_PREFIX": "e2e-" + strings.ToLower(rand.Text()[:10]),
-		"DATABASE_URL": pgtest.URL(t), "EVENTSTORE_URL": eventStoreURL, "STRATA_DATA_DIR": t.TempDir(),
-		"COMMAND_ADDR": addr(), "QUERY_ADDR": addr(), "ADMIN_ADDR": addr(), "RELAY_ADDR": addr(),
-		"NATS_EMBEDDED_PORT": fmt.Sprint(natstest.FreePort(t)), "NATS_PARTITIONS": "4", "LOG_LEVEL": "warn",
-	}
-	cfg, err := loadConfig(env(vars))
-	require.NoError(t, err)
-	dropIndices(t, cfg)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- runDev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-
+		"EVENTSTORE_URL": eventStoreURL, "NATS_PARTITIONS": "4",
+	})
 	command, query := "http://"+vars["COMMAND_ADDR"], "http://"+vars["QUERY_ADDR"]
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(query + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 60*time.Second, 20*time.Millisecond, "strata dev should become ready")
 
 	post := func(path, body string) (map[string]any, string) {
 		t.Helper()
@@ -150,11 +132,40 @@ func endToEnd(t *testing.T, eventStoreURL, elasticsearchURL string) {
 
 // dropIndices removes the Elasticsearch indices and templates of cfg's prefix, if it uses
 // Elasticsearch, when the test ends.
-func dropIndices(t *testing.T, cfg config) {
+func dropIndices(t testing.TB, cfg config) {
 	if len(cfg.ElasticsearchURLs) == 0 {
 		return
 	}
 	idx, err := elasticsearch.New(elasticsearch.Options{URLs: cfg.ElasticsearchURLs, Prefix: cfg.ElasticsearchPrefix})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, idx.Drop(context.Background())) })
+}
+
+// startDev runs `strata dev` in-process on free ports, a fresh schema and data directory, with extra
+// settings on top, and returns its settings once the query service is ready. It stops, and its
+// Elasticsearch indices are dropped, when the test ends.
+func startDev(tb testing.TB, extra map[string]string) map[string]string {
+	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(tb)) }
+	vars := map[string]string{
+		"DATABASE_URL": pgtest.URL(tb), "STRATA_DATA_DIR": tb.TempDir(),
+		"COMMAND_ADDR": addr(), "QUERY_ADDR": addr(), "ADMIN_ADDR": addr(), "RELAY_ADDR": addr(),
+		"NATS_EMBEDDED_PORT": fmt.Sprint(natstest.FreePort(tb)), "LOG_LEVEL": "warn",
+	}
+	maps.Copy(vars, extra)
+	cfg, err := loadConfig(env(vars))
+	require.NoError(tb, err)
+	dropIndices(tb, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runDev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	tb.Cleanup(func() { cancel(); require.NoError(tb, <-done) })
+	require.Eventually(tb, func() bool {
+		resp, err := http.Get("http://" + vars["QUERY_ADDR"] + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 60*time.Second, 20*time.Millisecond, "strata dev should become ready")
+	return vars
 }
