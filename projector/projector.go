@@ -172,9 +172,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	notifying.Go(func() { r.notifier(nctx) })
 	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	for ctx.Err() == nil {
+		started := time.Now()
 		err := r.session(ctx, js)
 		if ctx.Err() != nil {
 			break
+		}
+		if time.Since(started) > time.Minute { // a session that ran a while starts the backoff over, as the relay's
+			retry.Reset()
 		}
 		r.log.Warn("lock session lost; claiming partitions again", "err", err)
 		if retry.Wait(ctx) != nil {
