@@ -22,16 +22,12 @@ var ErrSKUTaken = fmt.Errorf("sku already in use: %w", domain.ErrRule)
 
 // product runs a command on the product id; creates says whether it may create the product.
 func (s *Service) product(ctx context.Context, id string, req Request, creates bool, decide func(*product.Product) ([]events.Event, error)) (Result, error) {
-	return s.execute(ctx, events.ProductAggregate, id, req, creates, func(history []events.Event) ([]events.Event, error) {
-		return decide(product.Replay(id, history))
-	})
+	return execute(ctx, s, events.ProductAggregate, id, product.New, req, creates, decide)
 }
 
 // order runs a command on the order id; creates says whether it may place the order.
 func (s *Service) order(ctx context.Context, id string, req Request, creates bool, decide func(*order.Order) ([]events.Event, error)) (Result, error) {
-	return s.execute(ctx, events.OrderAggregate, id, req, creates, func(history []events.Event) ([]events.Event, error) {
-		return decide(order.Replay(id, history))
-	})
+	return execute(ctx, s, events.OrderAggregate, id, order.New, req, creates, decide)
 }
 
 // CreateProduct creates a product with a SKU no other product holds. The SKU is claimed before the
@@ -145,11 +141,13 @@ func (s *Service) priceLines(ctx context.Context, po PlaceOrder) (order.Place, e
 			problems = append(problems, domain.FieldProblem{Field: field, Message: "no such product"})
 		default:
 			line.ProductID = u.String()
-			history, _, err := s.load(ctx, events.StreamName(events.ProductAggregate, line.ProductID))
+			// The product's latest state, not merely the cached one: nothing appended to the
+			// product's stream checks the price the order was decided with.
+			snap, err := latest(ctx, s, events.StreamName(events.ProductAggregate, line.ProductID), product.New(line.ProductID))
 			if err != nil {
 				return order.Place{}, err
 			}
-			p := product.Replay(line.ProductID, history)
+			p := snap.state
 			switch {
 			case !p.Exists():
 				problems = append(problems, domain.FieldProblem{Field: field, Message: "no such product"})

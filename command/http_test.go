@@ -548,6 +548,51 @@ func TestConcurrentStockAdjustmentsAcrossProcesses(t *testing.T) {
 	requireEveryUpdate(t, h, p, rs)
 }
 
+// TestCachedStateBehindAnotherProcess: each command service caches the aggregates it used, and
+// another process's appends leave that state behind. Every kind of decision must still be made on
+// the current state: one that appends (the version check catches it), a refusal, a no-op, an
+// If-Match, and the prices an order takes from its products.
+func TestCachedStateBehindAnotherProcess(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config{})
+	other, _ := h.server(config{})
+	viaOther := func(path string, body any, headers ...string) result {
+		t.Helper()
+		return requireSuccess(t, send(t, other, http.MethodPost, path, strings.NewReader(js(body)), headers...), http.StatusOK, productAgg)
+	}
+	p := h.createProduct("STALE-1") // h caches it at version 1, with no stock
+	stock := "/v1/products/" + p + "/stock"
+
+	viaOther(stock, obj{"delta": 10, "reason": "delivery"}) // version 2, stock 10
+	res := requireSuccess(t, h.post(stock, js(obj{"delta": -4, "reason": "write-off"})), http.StatusOK, productAgg)
+	require.EqualValues(t, 3, res.Version, "refused on the cached state (no stock), allowed on the current one")
+
+	res = viaOther(stock, obj{"delta": 1, "reason": "count"}) // other's cache is at version 2
+	require.EqualValues(t, 4, res.Version)
+	require.EqualValues(t, 7, h.product(p).Stock())
+
+	rename := "/v1/products/" + p + "/rename"
+	requireSuccess(t, h.post(rename, js(obj{"name": "Alpha"})), http.StatusOK, productAgg)       // version 5
+	viaOther(rename, obj{"name": "Beta"})                                                        // version 6
+	res = requireSuccess(t, h.post(rename, js(obj{"name": "Alpha"})), http.StatusOK, productAgg) // a no-op on the cached state
+	require.EqualValues(t, 7, res.Version)
+	require.Equal(t, "Alpha", h.product(p).Name())
+
+	res = viaOther(stock, obj{"delta": 1, "reason": "count"}) // version 8
+	res = requireSuccess(t, h.post(stock, js(obj{"delta": 1, "reason": "count"}), "If-Match", strconv.Quote(strconv.FormatUint(res.Version, 10))), http.StatusOK, productAgg)
+	require.EqualValues(t, 9, res.Version, "an If-Match newer than the cached state")
+
+	viaOther("/v1/products/"+p+"/reprice", obj{"price_cents": 999})
+	o := h.placeOrder(p)
+	stored := h.stream(orderAgg, o)
+	require.Len(t, stored, 1)
+	e, err := h.codec.Decode(stored[0].Type, stored[0].SchemaVersion, stored[0].Data)
+	require.NoError(t, err)
+	placed, ok := e.(events.OrderPlacedV1)
+	require.True(t, ok, "%T", e)
+	require.EqualValues(t, 999, placed.Lines[0].UnitPriceCents, "the order is priced with the current price")
+}
+
 // requireEveryUpdate checks that each of rs, +1 adjustments of product p at version 1, was appended.
 func requireEveryUpdate(t *testing.T, h *harness, p string, rs []response) {
 	t.Helper()

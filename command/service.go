@@ -50,6 +50,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger; default discards.
 	Logger *slog.Logger
+	// CacheSize is how many aggregate states the service keeps between commands (see
+	// [aggregateCache]). Default 10,000; negative disables the cache.
+	CacheSize int
 	// Registerer receives the service's metrics; default none.
 	Registerer prometheus.Registerer
 }
@@ -62,6 +65,7 @@ type Service struct {
 	opts  Options
 	log   *slog.Logger
 	locks streamLocks
+	cache *aggregateCache
 
 	appends   *prometheus.CounterVec
 	conflicts prometheus.Counter
@@ -81,6 +85,9 @@ func NewService(store eventstore.Store, codec *events.Codec, skus SKUClaims, opt
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 8
 	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 10_000
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -88,7 +95,7 @@ func NewService(store eventstore.Store, codec *events.Codec, skus SKUClaims, opt
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{
-		store: store, codec: codec, skus: skus, opts: opts, log: opts.Logger,
+		store: store, codec: codec, skus: skus, opts: opts, log: opts.Logger, cache: newAggregateCache(opts.CacheSize),
 		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_command_appends_total", Help: "Commands that appended events, by aggregate type.",
 		}, []string{"aggregate"}),
@@ -97,20 +104,28 @@ func NewService(store eventstore.Store, codec *events.Codec, skus SKUClaims, opt
 		}),
 	}
 	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(s.appends, s.conflicts)
+		opts.Registerer.MustRegister(s.appends, s.conflicts, s.cache.lookups)
 	}
 	return s
 }
 
-// decision turns a stream's history into the events a command appends.
-type decision func(history []events.Event) ([]events.Event, error)
-
-// execute runs a command on one stream: load, decide, append with the loaded version. A lost race
-// is retried from a fresh load, up to MaxAttempts, unless the request pinned the version with
-// If-Match. Commands on one stream from this process queue on a lock instead of racing. creates says
-// whether the command may start the stream, which decides between 404 and 412 when If-Match names a
-// version of a stream that does not exist.
-func (s *Service) execute(ctx context.Context, aggregate, id string, req Request, creates bool, decide decision) (Result, error) {
+// execute runs a command on one stream: take the aggregate's state, decide, append with the state's
+// version. Commands on one stream from this process queue on a lock instead of racing.
+//
+// The state comes from the cache when it holds the stream, without reading the store: the append's
+// version check proves it current, and when another process appended meanwhile the append fails,
+// the state is brought up to date and the command decided again. A decision that appends nothing
+// (a refusal, or a command already in effect) proves nothing, so it is only believed once the state
+// was read from the store. A lost race is retried up to MaxAttempts, unless the request pinned the
+// version with If-Match. creates says whether the command may start the stream, which decides
+// between 404 and 412 when If-Match names a version of a stream that does not exist.
+//
+// A retry of a command that committed (its reply was lost, or this process crashed before storing
+// it, or the stored response was purged) is answered as the first time. Deciding it again either
+// yields events with the ids the first attempt derived from its Idempotency-Key, which the store
+// recognises as a repeat, or is refused by the state its own events made, or appends nothing: in
+// those last two cases the stream's history is searched for events carrying the key.
+func execute[A aggregate[A]](ctx context.Context, s *Service, aggregate, id string, newState func(id string) A, req Request, creates bool, decide func(A) ([]events.Event, error)) (Result, error) {
 	stream := events.StreamName(aggregate, id)
 	unlock, err := s.locks.lock(ctx, stream)
 	if err != nil {
@@ -118,90 +133,99 @@ func (s *Service) execute(ctx context.Context, aggregate, id string, req Request
 	}
 	defer unlock()
 
+	res, appended, err := decideAndAppend(ctx, s, aggregate, stream, id, newState, req, creates, decide)
+	if key := req.Metadata.IdempotencyKey; key != "" && !appended && ctx.Err() == nil {
+		_, records, serr := catchUp(ctx, s, stream, snapshot[A]{state: newState(id)})
+		if v, ok := lastVersionWithKey(records, key); serr == nil && ok {
+			return Result{ID: id, Stream: stream, Version: v}, nil
+		}
+	}
+	return res, err
+}
+
+// decideAndAppend is [execute] without the lock and without looking for an earlier attempt;
+// appended says whether the store holds the command's events when it returns.
+func decideAndAppend[A aggregate[A]](ctx context.Context, s *Service, aggregate, stream, id string, newState func(id string) A, req Request, creates bool, decide func(A) ([]events.Event, error)) (_ Result, appended bool, err error) {
+	snap, ok := cached[A](s.cache, stream)
+	if !ok {
+		if snap, _, err = catchUp(ctx, s, stream, snapshot[A]{state: newState(id)}); err != nil {
+			return Result{}, false, err
+		}
+	}
+	refresh := func() error {
+		snap, _, err = catchUp(ctx, s, stream, snap)
+		return err
+	}
+
 	retry := backoff.New(2*time.Millisecond, 100*time.Millisecond)
 	for attempt := 1; ; attempt++ {
-		history, records, err := s.load(ctx, stream)
-		if err != nil {
-			return Result{}, err
-		}
-		version := uint64(len(history))
-		res := Result{ID: id, Stream: stream, Version: version}
-
-		// A retry of a command that already committed (its reply was lost, or this process crashed
-		// before recording it) finds its own events in the history: answer as the first time.
-		if key := req.Metadata.IdempotencyKey; key != "" {
-			if v, ok := lastVersionWithKey(records, key); ok {
-				res.Version = v
-				return res, nil
+		res := Result{ID: id, Stream: stream, Version: snap.version}
+		if req.IfMatch != nil && *req.IfMatch != snap.version {
+			if !snap.read {
+				if err := refresh(); err != nil {
+					return Result{}, false, err
+				}
+				attempt--
+				continue
 			}
-		}
-		if req.IfMatch != nil && *req.IfMatch != version {
-			if version == 0 && !creates {
+			if snap.version == 0 && !creates {
 				// RFC 9110 13.2.1: a precondition is not evaluated when the request would fail without
 				// it for another reason than the precondition; an unknown id is 404.
-				return Result{}, fmt.Errorf("%s: %w", stream, domain.ErrNotFound)
+				return Result{}, false, fmt.Errorf("%s: %w", stream, domain.ErrNotFound)
 			}
-			return Result{}, fmt.Errorf("%s is at version %d, not %d: %w", stream, version, *req.IfMatch,
-				errors.Join(problem.ErrPreconditionFailed, &eventstore.ConflictError{Stream: stream, Expected: eventstore.Exact(*req.IfMatch), Actual: version}))
+			return Result{}, false, fmt.Errorf("%s is at version %d, not %d: %w", stream, snap.version, *req.IfMatch,
+				errors.Join(problem.ErrPreconditionFailed, &eventstore.ConflictError{Stream: stream, Expected: eventstore.Exact(*req.IfMatch), Actual: snap.version}))
 		}
-		evs, err := decide(history)
+		evs, err := decide(snap.state)
+		if (err != nil || len(evs) == 0) && !snap.read {
+			if err := refresh(); err != nil {
+				return Result{}, false, err
+			}
+			attempt--
+			continue
+		}
 		if err != nil {
-			return Result{}, err
+			return Result{}, false, err
 		}
 		if len(evs) == 0 {
-			return res, nil // nothing to change: the command is already in effect
+			return res, false, nil // nothing to change: the command is already in effect
 		}
 		data, err := s.encode(stream, evs, req.Metadata)
 		if err != nil {
-			return Result{}, err
+			return Result{}, false, err
 		}
-		appended, err := s.store.Append(ctx, stream, eventstore.Exact(version), data)
+		stored, err := s.store.Append(ctx, stream, eventstore.Exact(snap.version), data)
 		if err == nil {
-			if !appended.Duplicate { // a concurrent twin of this command appended these very events
+			if stored.Duplicate { // a concurrent twin of this command appended these very events
+				s.cache.forget(stream)
+			} else {
 				s.appends.WithLabelValues(aggregate).Inc()
+				next := advanced(snap, evs, stored.LastVersion)
+				s.cache.put(stream, next.state, next.version)
 			}
-			res.Version = appended.LastVersion
-			return res, nil
+			res.Version = stored.LastVersion
+			return res, true, nil
 		}
 		if !errors.Is(err, eventstore.ErrConflict) {
-			return Result{}, fmt.Errorf("append to %s: %w", stream, err)
+			return Result{}, false, fmt.Errorf("append to %s: %w", stream, err)
 		}
+		s.cache.forget(stream)
 		s.conflicts.Inc()
 		if req.IfMatch != nil {
-			return Result{}, fmt.Errorf("%s changed concurrently: %w", stream, errors.Join(problem.ErrPreconditionFailed, err))
+			return Result{}, false, fmt.Errorf("%s changed concurrently: %w", stream, errors.Join(problem.ErrPreconditionFailed, err))
 		}
 		if attempt >= s.opts.MaxAttempts {
-			return Result{}, fmt.Errorf("%s: gave up after %d concurrent modifications: %w", stream, attempt, err)
+			return Result{}, false, fmt.Errorf("%s: gave up after %d concurrent modifications: %w", stream, attempt, err)
 		}
-		if err := retry.Wait(ctx); err != nil {
-			return Result{}, err
+		if snap.read { // a state just read lost a race: give the other writer a moment
+			if err := retry.Wait(ctx); err != nil {
+				return Result{}, false, err
+			}
 		}
-	}
-}
-
-// load reads a whole stream and decodes it.
-func (s *Service) load(ctx context.Context, stream string) ([]events.Event, []eventstore.RecordedEvent, error) {
-	const page = 1024
-	var records []eventstore.RecordedEvent
-	for {
-		batch, err := s.store.ReadStream(ctx, stream, uint64(len(records))+1, page)
-		if err != nil {
-			return nil, nil, fmt.Errorf("load %s: %w", stream, err)
-		}
-		records = append(records, batch...)
-		if len(batch) < page {
-			break
+		if err := refresh(); err != nil {
+			return Result{}, false, err
 		}
 	}
-	history := make([]events.Event, len(records))
-	for i, r := range records {
-		e, err := s.codec.Decode(r.Type, r.SchemaVersion, r.Data)
-		if err != nil {
-			return nil, nil, fmt.Errorf("load %s: event %d: %w", stream, r.Version, err)
-		}
-		history[i] = e
-	}
-	return history, records, nil
 }
 
 func lastVersionWithKey(records []eventstore.RecordedEvent, key string) (uint64, bool) {

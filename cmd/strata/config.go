@@ -20,6 +20,7 @@ type config struct {
 	LogLevel       string
 	ShutdownGrace  time.Duration
 	MaxBodyBytes   int64
+	CommandCache   int
 	IdempotencyTTL time.Duration
 	AutoMigrate    bool
 
@@ -86,6 +87,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		return n
 	}
+	nonNegative := func(name string, def int64) int64 {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want 0 or a positive integer", name, v))
+		}
+		return n
+	}
 	boolean := func(name string, def bool) bool {
 		v := getenv(name)
 		if v == "" {
@@ -106,6 +118,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		LogLevel:       str("LOG_LEVEL", "info"),
 		ShutdownGrace:  dur("SHUTDOWN_GRACE", 10*time.Second),
 		MaxBodyBytes:   integer("COMMAND_MAX_BODY", 1<<20),
+		CommandCache:   int(nonNegative("COMMAND_CACHE_SIZE", 10_000)),
 		IdempotencyTTL: dur("IDEMPOTENCY_KEY_TTL", 24*time.Hour),
 		AutoMigrate:    boolean("AUTO_MIGRATE", true),
 

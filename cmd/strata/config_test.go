@@ -21,6 +21,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, 10*time.Second, cfg.ShutdownGrace)
 	require.Equal(t, int64(1<<20), cfg.MaxBodyBytes)
 	require.Equal(t, 24*time.Hour, cfg.IdempotencyTTL)
+	require.Equal(t, 10_000, cfg.CommandCache)
 	require.True(t, cfg.AutoMigrate)
 }
 
@@ -33,10 +34,11 @@ func TestConfigReportsEveryProblemAtOnce(t *testing.T) {
 		"COMMAND_MAX_BODY":    "big",
 		"IDEMPOTENCY_KEY_TTL": "forever",
 		"AUTO_MIGRATE":        "maybe",
+		"COMMAND_CACHE_SIZE":  "-1",
 	}))
 	require.Error(t, err)
 	for _, name := range []string{"DATABASE_URL", "EVENTSTORE_URL", "COMMAND_ADDR", "LOG_LEVEL", "SHUTDOWN_GRACE",
-		"COMMAND_MAX_BODY", "IDEMPOTENCY_KEY_TTL", "AUTO_MIGRATE"} {
+		"COMMAND_MAX_BODY", "IDEMPOTENCY_KEY_TTL", "AUTO_MIGRATE", "COMMAND_CACHE_SIZE"} {
 		require.True(t, strings.Contains(err.Error(), name), "error should name %s:\n%v", name, err)
 	}
 }

@@ -23,6 +23,7 @@
 //	LOG_LEVEL             debug, info, warn or error (default info)
 //	SHUTDOWN_GRACE        time in-flight requests get on shutdown (default 10s)
 //	COMMAND_MAX_BODY      request body limit in bytes (default 1048576)
+//	COMMAND_CACHE_SIZE    aggregate states the command service keeps in memory; 0 disables (default 10000)
 //	IDEMPOTENCY_KEY_TTL   how long Idempotency-Key responses are kept (default 24h)
 //	AUTO_MIGRATE          apply schema migrations at start-up (default true)
 //	NATS_URL              NATS servers, comma-separated; empty starts an embedded server

@@ -190,10 +190,18 @@ func openNATS(ctx context.Context, cfg config, log *slog.Logger) (nc *nats.Conn,
 	return nc, func() { nc.Close(); stopServer() }, nil
 }
 
+// cacheSize is the command service's CacheSize for COMMAND_CACHE_SIZE, where 0 disables the cache.
+func cacheSize(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
 // startCommand runs the REST command service and the purge of old idempotency keys.
 func startCommand(ctx context.Context, g *errgroup.Group, d deps) error {
 	svc := command.NewService(d.store, d.codec, command.NewPostgresSKUs(d.pool), command.Options{
-		Logger: d.log.With("service", "command"), Registerer: d.registry,
+		Logger: d.log.With("service", "command"), Registerer: d.registry, CacheSize: cacheSize(d.cfg.CommandCache),
 	})
 	idem := command.NewIdempotency(d.pool)
 	h := command.NewHandler(svc, idem, command.HandlerOptions{

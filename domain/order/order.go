@@ -112,6 +112,14 @@ func Replay(id string, history []events.Event) *Order {
 	return o
 }
 
+// Clone returns a copy of the order that shares no state with it, so that applying events to one
+// leaves the other as it was.
+func (o *Order) Clone() *Order {
+	c := *o
+	c.lines = slices.Clone(o.lines)
+	return &c
+}
+
 // Apply changes the order's state to record e, which must be an event of this order. It accepts every
 // order event version ever stored and ignores events of other aggregates, so a caller can feed it any
 // stream without filtering.

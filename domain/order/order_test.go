@@ -444,3 +444,15 @@ func TestReplayEndStates(t *testing.T) {
 		})
 	}
 }
+
+// The command service caches states and applies new events to clones: a clone must share nothing.
+func TestCloneSharesNothing(t *testing.T) {
+	o := order.Replay(id, evs(placed))
+	c := o.Clone()
+	c.Apply(confirmed)
+	c.Apply(events.OrderPlacedV1{OrderID: id, Lines: []events.OrderLineV1{{ProductID: "p-9", Quantity: 1}}})
+
+	require.Equal(t, order.Replay(id, evs(placed)), o)
+	require.Equal(t, order.Pending, o.Status())
+	require.Len(t, o.Lines(), 2)
+}

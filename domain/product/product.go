@@ -7,6 +7,7 @@ package product
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -74,6 +75,15 @@ func Replay(id string, history []events.Event) *Product {
 		p.Apply(e)
 	}
 	return p
+}
+
+// Clone returns a copy of the product that shares no state with it, so that applying events to
+// one leaves the other as it was.
+func (p *Product) Clone() *Product {
+	c := *p
+	c.tags = slices.Clone(p.tags)
+	c.reserved = maps.Clone(p.reserved)
+	return &c
 }
 
 // Apply changes the product's state to record e, which must be an event of this product. It accepts

@@ -531,3 +531,19 @@ func TestNewDoesNotExist(t *testing.T) {
 	require.False(t, p.Discontinued())
 	require.Zero(t, p.Stock())
 }
+
+// The command service caches states and applies new events to clones: a clone must share nothing.
+func TestCloneSharesNothing(t *testing.T) {
+	p := product.Replay(id, evs(created, stocked(0, 10), reserved("o-1", 2, 8)))
+	c := p.Clone()
+	c.Apply(reserved("o-2", 3, 5))
+	c.Apply(released("o-1", 2, 7))
+	c.Apply(events.ProductRenamedV1{ProductID: id, Name: "Cup"})
+
+	require.Equal(t, product.Replay(id, evs(created, stocked(0, 10), reserved("o-1", 2, 8))), p)
+	require.EqualValues(t, 2, p.Reserved("o-1"))
+	require.Zero(t, p.Reserved("o-2"))
+	require.Equal(t, "Mug", p.Name())
+	require.EqualValues(t, 3, c.Reserved("o-2"))
+	require.Zero(t, c.Reserved("o-1"))
+}
