@@ -17,19 +17,30 @@ import (
 
 // Index searches the search models that [Products] and [Orders] keep. It is safe for concurrent use.
 type Index struct {
-	pool *pgxpool.Pool
+	pool             *pgxpool.Pool
+	products, orders string // the projections that keep the models
 }
 
 var _ search.Index = (*Index)(nil)
 
-// New returns an index over the database behind pool, migrated with migrations.ReadModel.
-func New(pool *pgxpool.Pool) *Index { return &Index{pool: pool} }
+// New returns an index over the database behind pool, migrated with migrations.ReadModel, whose
+// models [Products] and [Orders] keep.
+func New(pool *pgxpool.Pool) *Index {
+	return &Index{pool: pool, products: ProductsProjection, orders: OrdersProjection}
+}
+
+// KeptBy returns a copy of the index whose models are kept by the projections named products and
+// orders instead: projections that apply [Products] and [Orders] as part of themselves
+// (projector.Combine). A consistency token on a search waits for them.
+func (i *Index) KeptBy(products, orders string) *Index {
+	return &Index{pool: i.pool, products: products, orders: orders}
+}
 
 // Engine implements search.Index: "postgres".
 func (*Index) Engine() string { return "postgres" }
 
-// Projections implements search.Index: "products-search" and "orders-search".
-func (*Index) Projections() (products, orders string) { return ProductsProjection, OrdersProjection }
+// Projections implements search.Index: "products-search" and "orders-search", or those of KeptBy.
+func (i *Index) Projections() (products, orders string) { return i.products, i.orders }
 
 // Refresh implements search.Index. It has nothing to do: the projector commits the models in the
 // transaction that records their stream versions, so whatever a consistency token waited for is

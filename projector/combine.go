@@ -1,0 +1,60 @@
+package projector
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/strata-dev/strata/events"
+)
+
+// Combine returns a projection named name that applies each event with every part that consumes
+// its aggregate type, in the order of parts. The parts' read models then share one consumer, one
+// transaction per batch, one version guard (projection_streams under name), one checkpoint and one
+// dead-letter queue: a batch costs one commit instead of one per part, and an event that fails in
+// any part is parked for all of them. Parts whose read model lives outside PostgreSQL ([External])
+// cannot be combined: their writes are not part of the transaction.
+func Combine(name string, parts ...Projection) (Projection, error) {
+	if name == "" || len(parts) == 0 {
+		return nil, errors.New("projector: combine: a name and at least one part are required")
+	}
+	c := &combined{name: name, parts: parts, consumes: map[string][]int{}}
+	for i, p := range parts {
+		if _, ok := p.(External); ok {
+			return nil, fmt.Errorf("projector: combine %s: %s keeps its read model outside PostgreSQL", name, p.Name())
+		}
+		for _, t := range p.AggregateTypes() {
+			if _, ok := c.consumes[t]; !ok {
+				c.types = append(c.types, t)
+			}
+			c.consumes[t] = append(c.consumes[t], i)
+		}
+	}
+	return c, nil
+}
+
+type combined struct {
+	name     string
+	parts    []Projection
+	types    []string
+	consumes map[string][]int // aggregate type → indexes of the parts that consume it
+}
+
+func (c *combined) Name() string { return c.name }
+
+func (c *combined) AggregateTypes() []string { return slices.Clone(c.types) }
+
+func (c *combined) Apply(b *pgx.Batch, e events.Envelope) error {
+	typ, _, ok := events.SplitStream(e.Stream)
+	if !ok {
+		return fmt.Errorf("%s: not a stream name", e.Stream)
+	}
+	for _, i := range c.consumes[typ] {
+		if err := c.parts[i].Apply(b, e); err != nil {
+			return fmt.Errorf("%s: %w", c.parts[i].Name(), err)
+		}
+	}
+	return nil
+}
