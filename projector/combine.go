@@ -15,7 +15,10 @@ import (
 // transaction per batch, one version guard (projection_streams under name), one checkpoint and one
 // dead-letter queue: a batch costs one commit instead of one per part, and an event that fails in
 // any part is parked for all of them. Parts whose read model lives outside PostgreSQL ([External])
-// cannot be combined: their writes are not part of the transaction.
+// cannot be combined: their writes are not part of the transaction. The combined projection is a
+// [BatchProjection]: each part applies its events of a batch together, parts that are
+// BatchProjections with their own set-based statements. Parts must keep separate tables, as their
+// statements are not interleaved event by event.
 func Combine(name string, parts ...Projection) (Projection, error) {
 	if name == "" || len(parts) == 0 {
 		return nil, errors.New("projector: combine: a name and at least one part are required")
@@ -45,6 +48,33 @@ type combined struct {
 func (c *combined) Name() string { return c.name }
 
 func (c *combined) AggregateTypes() []string { return slices.Clone(c.types) }
+
+func (c *combined) ApplyBatch(b *pgx.Batch, evs []events.Envelope) error {
+	for i, p := range c.parts {
+		var mine []events.Envelope
+		for _, e := range evs {
+			typ, _, ok := events.SplitStream(e.Stream)
+			if !ok {
+				return fmt.Errorf("%s: not a stream name", e.Stream)
+			}
+			if slices.Contains(c.consumes[typ], i) {
+				mine = append(mine, e)
+			}
+		}
+		if bp, ok := p.(BatchProjection); ok && len(mine) > 1 {
+			if err := bp.ApplyBatch(b, mine); err != nil {
+				return fmt.Errorf("%s: %w", p.Name(), err)
+			}
+			continue
+		}
+		for _, e := range mine {
+			if err := p.Apply(b, e); err != nil {
+				return fmt.Errorf("%s: %w", p.Name(), err)
+			}
+		}
+	}
+	return nil
+}
 
 func (c *combined) Apply(b *pgx.Batch, e events.Envelope) error {
 	typ, _, ok := events.SplitStream(e.Stream)

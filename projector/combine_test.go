@@ -72,3 +72,35 @@ func TestCombineRefusesExternalParts(t *testing.T) {
 	_, err = projector.Combine("catalog")
 	require.Error(t, err)
 }
+
+// batchPart is a part that applies a batch with one statement naming its events' streams.
+type batchPart struct{ part }
+
+func (p batchPart) ApplyBatch(b *pgx.Batch, evs []events.Envelope) error {
+	var streams []string
+	for _, e := range evs {
+		streams = append(streams, e.Stream)
+	}
+	b.Queue(p.name+" batch", streams)
+	return nil
+}
+
+func TestCombineAppliesABatchPartByPart(t *testing.T) {
+	c, err := projector.Combine("catalog",
+		batchPart{part{name: "products", types: []string{"product"}}},
+		part{name: "everything", types: []string{"order", "product"}})
+	require.NoError(t, err)
+	bc, ok := c.(projector.BatchProjection)
+	require.True(t, ok)
+	p1, p2, o1 := events.StreamName("product", "p-1"), events.StreamName("product", "p-2"), events.StreamName("order", "o-1")
+	b := &pgx.Batch{}
+	require.NoError(t, bc.ApplyBatch(b, []events.Envelope{{Stream: p1}, {Stream: o1}, {Stream: p2}}))
+	var got [][]any
+	for _, q := range b.QueuedQueries {
+		got = append(got, append([]any{q.SQL}, q.Arguments...))
+	}
+	require.Equal(t, [][]any{
+		{"products batch", []string{p1, p2}},
+		{"everything", p1}, {"everything", o1}, {"everything", p2},
+	}, got)
+}

@@ -57,6 +57,16 @@ type Projection interface {
 	Apply(b *pgx.Batch, e events.Envelope) error
 }
 
+// BatchProjection is a projection that can apply many events at once, typically with set-based
+// statements (one UPDATE … FROM unnest(…) for many streams) where Apply queues a statement per
+// event: on a backlog, statements rather than commits are what a projection's database spends its
+// time on. ApplyBatch must have the effect of Apply on each event in order; the runner calls it
+// for every batch, and Apply alone when it applies a single event.
+type BatchProjection interface {
+	Projection
+	ApplyBatch(b *pgx.Batch, evs []events.Envelope) error
+}
+
 // External is a projection whose read model lives outside PostgreSQL (Elasticsearch). Besides the
 // statements of Apply (often none), the runner calls Write with the events a batch applies, in
 // order, inside the batch's transaction and before its commit: the stream versions and the
@@ -687,10 +697,18 @@ func queueApply(ctx context.Context, b *pgx.Batch, proj Projection, evs []events
 	var streams []string
 	var versions []int64
 	latest := map[string]int{}
-	for _, e := range evs {
-		if err := proj.Apply(b, e); err != nil {
-			return fmt.Errorf("apply %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
+	if bp, ok := proj.(BatchProjection); ok && len(evs) > 1 {
+		if err := bp.ApplyBatch(b, evs); err != nil {
+			return fmt.Errorf("apply %d events: %w", len(evs), err)
 		}
+	} else {
+		for _, e := range evs {
+			if err := proj.Apply(b, e); err != nil {
+				return fmt.Errorf("apply %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
+			}
+		}
+	}
+	for _, e := range evs {
 		if i, ok := latest[e.Stream]; ok {
 			versions[i] = max(versions[i], int64(e.Version))
 		} else {

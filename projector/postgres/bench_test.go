@@ -271,7 +271,11 @@ func catchUp(b *testing.B, natsURL string, bl *backlog) catchUpRun {
 	require.NoError(b, err)
 	exe, err := os.Executable()
 	require.NoError(b, err)
-	cmd := exec.Command(exe, "-test.run=^TestCatchUpProjectorProcess$", "-test.count=1", "-test.v")
+	args := []string{"-test.run=^TestCatchUpProjectorProcess$", "-test.count=1", "-test.v"}
+	if prof := os.Getenv("STRATA_BENCH_PROJECTOR_CPUPROFILE"); prof != "" {
+		args = append(args, "-test.cpuprofile="+prof) // the last catch-up's, the backlog of N
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), childEnv+"="+string(cfg))
 	stdin, err := cmd.StdinPipe()
 	require.NoError(b, err)
