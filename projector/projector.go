@@ -2,7 +2,7 @@
 // models, exactly once in effect and in stream order.
 //
 // Each projection has one durable JetStream consumer per partition (the events stream stores
-// <prefix>.<type>.<id>.<partition>, see broker.StreamConfig.Partitions). A partition is owned by one
+// <prefix>.<partition>.<type>.<id>, see broker.StreamConfig.Partitions). A partition is owned by one
 // process at a time through a PostgreSQL advisory lock, so several projector processes share the work;
 // within a partition messages are applied in order, so every stream's order is kept.
 //
@@ -310,7 +310,7 @@ func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
 	var filters []string
 	for _, t := range r.proj.AggregateTypes() {
 		if r.cfg.Partitions > 0 {
-			filters = append(filters, fmt.Sprintf("%s.%s.*.%d", r.cfg.SubjectPrefix, t, p))
+			filters = append(filters, fmt.Sprintf("%s.%d.%s.*", r.cfg.SubjectPrefix, p, t))
 		} else {
 			filters = append(filters, fmt.Sprintf("%s.%s.>", r.cfg.SubjectPrefix, t))
 		}

@@ -241,10 +241,13 @@ type StreamConfig struct {
 	// store, not from here, so the stream only needs to cover consumers' downtime.
 	MaxAge   time.Duration
 	MaxBytes int64
-	// Partitions, when positive, makes JetStream append a partition token to every stored subject:
-	// <prefix>.<type>.<id> is stored as <prefix>.<type>.<id>.<n>, n = hash(id) mod Partitions, so
+	// Partitions, when positive, makes JetStream insert a partition token in every stored subject:
+	// <prefix>.<type>.<id> is stored as <prefix>.<n>.<type>.<id>, n = hash(id) mod Partitions, so
 	// that consumers can share a projection by partition while each aggregate's events stay in one.
-	// Publishers keep using <prefix>.<type>.<id>. Changing it affects only messages stored afterwards.
+	// Publishers keep using <prefix>.<type>.<id>. The partition comes before the id so that a
+	// consumer's filter (<prefix>.<n>.<type>.*) is matched against one partition's subjects, not
+	// against every aggregate's. A stream that holds messages keeps its partitioning: changing it
+	// would leave them in partitions no consumer reads.
 	Partitions int
 }
 
@@ -266,14 +269,39 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if cfg.Partitions > 0 {
 		sc.SubjectTransform = &jetstream.SubjectTransformConfig{
 			Source:      cfg.SubjectPrefix + ".*.*",
-			Destination: fmt.Sprintf("%s.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(%d,2)}}", cfg.SubjectPrefix, cfg.Partitions),
+			Destination: fmt.Sprintf("%s.{{partition(%d,2)}}.{{wildcard(1)}}.{{wildcard(2)}}", cfg.SubjectPrefix, cfg.Partitions),
 		}
+	}
+	if s, err := js.Stream(ctx, cfg.Name); err == nil {
+		info := s.CachedInfo()
+		if info.State.Msgs > 0 && !sameTransform(info.Config.SubjectTransform, sc.SubjectTransform) {
+			return nil, fmt.Errorf("stream %s holds %d messages partitioned otherwise than NATS_PARTITIONS=%d asks (stored as %s): "+
+				"keep its partitioning, or let every projection catch up, then delete the stream (nats stream rm, or, "+
+				"with the embedded server, its directory under STRATA_DATA_DIR); the relay goes on from its checkpoint", cfg.Name, info.State.Msgs,
+				cfg.Partitions, describeTransform(info.Config.SubjectTransform))
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 	}
 	s, err := js.CreateOrUpdateStream(ctx, sc)
 	if err != nil {
 		return nil, fmt.Errorf("provision stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
+}
+
+func sameTransform(a, b *jetstream.SubjectTransformConfig) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func describeTransform(t *jetstream.SubjectTransformConfig) string {
+	if t == nil {
+		return "published, without partitions"
+	}
+	return t.Destination
 }
 
 func orUnlimited(n int64) int64 {
