@@ -130,12 +130,13 @@ const (
 // collide on the primary key, and the later one fails. The append must be its transaction's first
 // write, which it is: it runs alone, in autocommit.
 //
-// Zero rows back means the version check failed; Append then finds out why.
+// Zero rows back means the version check failed; Append then finds out why. Event ids go as text:
+// pgx cannot encode strings into uuid[] in binary and finds that out, at some cost, every time.
 const appendSQL = `
 	INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, occurred_at)
-	SELECT x.id, $1, m.v + x.ord, x.type, x.sv, x.data, x.md, x.oc
+	SELECT x.id::uuid, $1, m.v + x.ord, x.type, x.sv, x.data, x.md, x.oc
 	FROM (SELECT coalesce(max(e.version), 0) AS v FROM events e WHERE e.stream_id = $1) m,
-	     unnest($3::uuid[], $4::text[], $5::int[], $6::json[], $7::json[], $8::timestamptz[])
+	     unnest($3::text[], $4::text[], $5::int[], $6::json[], $7::json[], $8::timestamptz[])
 	       WITH ORDINALITY AS x(id, type, sv, data, md, oc, ord)
 	WHERE $2 < 0 OR m.v = $2
 	ORDER BY x.ord
@@ -268,7 +269,7 @@ func (s *Store) findRepeat(ctx context.Context, stream string, evs []eventstore.
 	for i, e := range evs {
 		ids[i] = e.ID
 	}
-	rows, err := s.pool.Query(ctx, selectEvents+` WHERE e.event_id = ANY($1::uuid[]) ORDER BY e.stream_id, e.version`, ids)
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE e.event_id = ANY($1::text[]::uuid[]) ORDER BY e.stream_id, e.version`, ids)
 	if err != nil {
 		return eventstore.AppendResult{}, false, fmt.Errorf("append to %s: look for a repeat: %w", stream, err)
 	}

@@ -76,9 +76,11 @@ func (u *columnUpdates) queue(b *pgx.Batch) {
 		b.Queue(`UPDATE products SET `+u.column+` = $4, version = $2, updated_at = $3 WHERE id = $1 AND version < $2`,
 			u.ids[0], u.versions[0], u.ats[0], u.values[0])
 	default:
+		// The ids go as text[]: pgx has no binary encoding of strings into uuid[], and finding that
+		// out anew for every statement cost a tenth of the projector's CPU.
 		b.Queue(fmt.Sprintf(`UPDATE products AS p SET %s = v.value, version = v.version, updated_at = v.at
-			FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::%s[]) AS v(id, version, at, value)
-			WHERE p.id = v.id AND p.version < v.version`, u.column, u.sqlType),
+			FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::%s[]) AS v(id, version, at, value)
+			WHERE p.id = v.id::uuid AND p.version < v.version`, u.column, u.sqlType),
 			u.ids, u.versions, u.ats, u.values)
 	}
 }
