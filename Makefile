@@ -18,7 +18,7 @@ BENCH ?= .
 FUZZ ?= FuzzDecodeCommand
 FUZZTIME ?= 30s
 STRESS_COUNT ?= 30
-RELAY_STRESS_COUNT ?= 5
+FAULT_STRESS_COUNT ?= 5
 FUZZPKG ?= ./command
 
 # staticcheck is run via `go run pkg@version`, so it is not a go.mod dependency.
@@ -72,12 +72,15 @@ test-esdb: ## Run the event store contract suite against a real EventStoreDB (ES
 		$(GO) test -race -count=1 -run 'TestContract' -v ./eventstore/esdb/ | grep -E '^(=== RUN|--- |ok|FAIL|PASS)'
 
 .PHONY: stress
-stress: ## Repeat the concurrency and fault tests (STRESS_COUNT=30, RELAY_STRESS_COUNT=5 for relay crash/restart/cluster)
+stress: ## Repeat the concurrency and fault tests (STRESS_COUNT=30; FAULT_STRESS_COUNT=5 for the crash, restart and replay tests)
 	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \
 		-run 'TestTailingReaderNeverSkipsLateCommits|TestContract|TestGlobalOrderIsNumeric' ./eventstore/postgres/
 	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \
-		-run 'TestIdempotency|TestConcurrent|TestSKUClaims' ./command/
-	$(WITH_DB) $(GO) test -race -count=$(RELAY_STRESS_COUNT) -timeout 30m \
+		-run 'TestIdempotency|TestConcurrent|TestSKUClaims|TestCachedState' ./command/
+	$(WITH_DB) $(GO) test -race -count=$(FAULT_STRESS_COUNT) -timeout 30m \
+		-run 'TestProjectionEqualsReplay|TestPoison|TestRetryAfter|ApplyBatch' ./projector/postgres/
+	$(WITH_DB) $(WITH_ES) $(GO) test -race -count=$(FAULT_STRESS_COUNT) -timeout 30m -run 'TestDevSurvivesSIGKILL' ./cmd/strata/
+	$(WITH_DB) $(GO) test -race -count=$(FAULT_STRESS_COUNT) -timeout 30m \
 		-run 'TestRelayCrash|TestRelaySurvivesNATSRestart|TestRelaySurvivesClusterNodeLoss' ./relay/
 
 .PHONY: test-short
