@@ -88,8 +88,8 @@ test-short: ## Run the short tests with -race, no database needed
 	$(GO) test -race -short $(RUN_FLAG) $(TESTFLAGS) $(PKG)
 
 .PHONY: bench
-bench: ## Run benchmarks against PostgreSQL and Elasticsearch; output also goes to bench.out
-	$(WITH_DB) $(WITH_ES) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count=1 -timeout 30m $(TESTFLAGS) $(PKG) 2>&1 | tee bench.out
+bench: ## Run benchmarks against PostgreSQL and Elasticsearch, one package at a time; output also goes to bench.out
+	$(WITH_DB) $(WITH_ES) $(GO) test -p 1 -run '^$$' -bench '$(BENCH)' -benchmem -count=1 -timeout 30m $(TESTFLAGS) $(PKG) 2>&1 | tee bench.out
 
 .PHONY: fuzz
 fuzz: ## Fuzz the command decoder for 30s (FUZZ, FUZZTIME, FUZZPKG to override)
