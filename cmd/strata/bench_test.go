@@ -21,7 +21,7 @@ import (
 // consistency token.
 //
 //   - rate=1000: STRATA_BENCH_RATE commands/s (default 1000) for STRATA_BENCH_DURATION (default 30s)
-//     after a 2 s warm-up. Reports p50 and p99 of the command latency (from the time the command was
+//     after a warm-up at that rate of STRATA_BENCH_WARMUP (default 2s). Reports p50 and p99 of the command latency (from the time the command was
 //     due) and of write-to-visible (from its acknowledgement until the read with its token answered),
 //     the achieved rate and the errors.
 //   - sustainable: steps through bench.DefaultRates (250, 500, 750, 1000, 1500, 2000, 3000 … 16000
@@ -38,6 +38,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	rate := benchEnvFloat(b, "STRATA_BENCH_RATE", 1000)
 	duration := benchEnvDuration(b, "STRATA_BENCH_DURATION", 30*time.Second)
 	step := benchEnvDuration(b, "STRATA_BENCH_STEP", 5*time.Second)
+	warmup := benchEnvDuration(b, "STRATA_BENCH_WARMUP", 2*time.Second)
 	load, _ := bench.LoadAverage()
 
 	target, admin := startDevForBench(b)
@@ -47,7 +48,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.Run(fmt.Sprintf("rate=%.0f", rate), func(b *testing.B) {
 		var res bench.Result
 		for range b.N {
-			res, err = bench.Run(b.Context(), target, cat, bench.Config{Rate: rate, Duration: duration, Warmup: 2 * time.Second})
+			res, err = bench.Run(b.Context(), target, cat, bench.Config{Rate: rate, Duration: duration, Warmup: warmup})
 			require.NoError(b, err)
 		}
 		b.Logf("\n%s", res)
