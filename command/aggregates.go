@@ -70,10 +70,17 @@ func cached[A aggregate[A]](c *aggregateCache, stream string) (snapshot[A], bool
 	return snapshot[A]{state: state, version: e.version}, true
 }
 
+// put caches state as stream's at version, unless a newer one is cached: order pricing reads
+// products without their stream's lock, and could otherwise put back a state a command had just
+// replaced. (Two racing puts can still leave the older; the next append's version check catches it.)
 func (c *aggregateCache) put(stream string, state any, version uint64) {
-	if c.entries != nil && version > 0 {
-		c.entries.Add(stream, cachedState{state: state, version: version})
+	if c.entries == nil || version == 0 {
+		return
 	}
+	if e, ok := c.entries.Peek(stream); ok && e.version >= version {
+		return
+	}
+	c.entries.Add(stream, cachedState{state: state, version: version})
 }
 
 func (c *aggregateCache) forget(stream string) {

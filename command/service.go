@@ -124,7 +124,7 @@ func NewService(store eventstore.Store, codec *events.Codec, skus SKUClaims, opt
 // it, or the stored response was purged) is answered as the first time. Deciding it again either
 // yields events with the ids the first attempt derived from its Idempotency-Key, which the store
 // recognises as a repeat, or is refused by the state its own events made, or appends nothing: in
-// those last two cases the stream's history is searched for events carrying the key.
+// each case the stream's history is then searched for the last event carrying the key.
 func execute[A aggregate[A]](ctx context.Context, s *Service, aggregate, id string, newState func(id string) A, req Request, creates bool, decide func(A) ([]events.Event, error)) (Result, error) {
 	stream := events.StreamName(aggregate, id)
 	unlock, err := s.locks.lock(ctx, stream)
@@ -144,7 +144,7 @@ func execute[A aggregate[A]](ctx context.Context, s *Service, aggregate, id stri
 }
 
 // decideAndAppend is [execute] without the lock and without looking for an earlier attempt;
-// appended says whether the store holds the command's events when it returns.
+// appended says whether this call appended the command's events.
 func decideAndAppend[A aggregate[A]](ctx context.Context, s *Service, aggregate, stream, id string, newState func(id string) A, req Request, creates bool, decide func(A) ([]events.Event, error)) (_ Result, appended bool, err error) {
 	snap, ok := cached[A](s.cache, stream)
 	if !ok {
@@ -196,14 +196,17 @@ func decideAndAppend[A aggregate[A]](ctx context.Context, s *Service, aggregate,
 		}
 		stored, err := s.store.Append(ctx, stream, eventstore.Exact(snap.version), data)
 		if err == nil {
-			if stored.Duplicate { // a concurrent twin of this command appended these very events
-				s.cache.forget(stream)
-			} else {
-				s.appends.WithLabelValues(aggregate).Inc()
-				next := advanced(snap, evs, stored.LastVersion)
-				s.cache.put(stream, next.state, next.version)
-			}
 			res.Version = stored.LastVersion
+			if stored.Duplicate {
+				// An earlier attempt, or a concurrent twin, appended events with these ids. Its reply
+				// is the last version carrying the key, which the caller's search finds: the events
+				// decided now may be fewer than the earlier attempt's.
+				s.cache.forget(stream)
+				return res, false, nil
+			}
+			s.appends.WithLabelValues(aggregate).Inc()
+			next := advanced(snap, evs, stored.LastVersion)
+			s.cache.put(stream, next.state, next.version)
 			return res, true, nil
 		}
 		if !errors.Is(err, eventstore.ErrConflict) {

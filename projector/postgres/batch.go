@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/strata-dev/strata/events"
@@ -18,8 +19,15 @@ func (p Products) ApplyBatch(b *pgx.Batch, evs []events.Envelope) error {
 	var layers [][]events.Envelope
 	seen := make(map[string]int, len(evs))
 	for _, e := range evs {
-		n := seen[e.Stream]
-		seen[e.Stream] = n + 1
+		// Keyed by the row the event updates: two spellings of one uuid are one product.
+		key := e.Stream
+		if _, id, _ := events.SplitStream(e.Stream); id != "" {
+			if u, err := uuid.Parse(id); err == nil {
+				key = u.String()
+			}
+		}
+		n := seen[key]
+		seen[key] = n + 1
 		if n == len(layers) {
 			layers = append(layers, nil)
 		}

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,6 +124,14 @@ func TestProductsApplyBatchIsSetBased(t *testing.T) {
 	// The same product twice needs two statements: the second must see the first's version.
 	b = &pgx.Batch{}
 	require.NoError(t, rmpg.Products{}.ApplyBatch(b, []events.Envelope{evs[0], evs[1], evs[0]}))
+	require.Equal(t, 2, b.Len())
+
+	// Two spellings of one product's id are one row.
+	upper := evs[0]
+	_, id, _ := events.SplitStream(upper.Stream)
+	upper.Stream = events.StreamName(events.ProductAggregate, strings.ToUpper(id))
+	b = &pgx.Batch{}
+	require.NoError(t, rmpg.Products{}.ApplyBatch(b, []events.Envelope{evs[0], upper}))
 	require.Equal(t, 2, b.Len())
 
 	// Mixed columns take a statement per column.
