@@ -414,30 +414,87 @@ func (r *Runner) consume(ctx context.Context, js jetstream.JetStream, p int) err
 // consumer's ack floor, says what was applied: messages a previous owner pulled but never applied
 // stay pending in JetStream, and with ack-all the next owner's first ack would acknowledge them
 // unapplied. So unless the consumer agrees exactly with the checkpoint and has nothing pending, it is
-// recreated to start at checkpoint+1. So is a consumer created with file storage by an earlier
+// recreated to start after the checkpoint. So is a consumer created with file storage by an earlier
 // version.
 func (r *Runner) resumeConsumer(ctx context.Context, js jetstream.JetStream, p int) (jetstream.Consumer, error) {
 	cfg := r.consumerConfig(p)
 	var checkpoint int64
-	err := r.pool.QueryRow(ctx, `SELECT stream_sequence FROM projection_checkpoints WHERE projection = $1 AND partition = $2`,
-		r.proj.Name(), p).Scan(&checkpoint)
+	var position string
+	err := r.pool.QueryRow(ctx, `SELECT stream_sequence, position FROM projection_checkpoints WHERE projection = $1 AND partition = $2`,
+		r.proj.Name(), p).Scan(&checkpoint, &position)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("read checkpoint: %w", err)
 	}
+	if checkpoint > 0 {
+		start, err := r.startAfter(ctx, js, p, uint64(checkpoint), position)
+		if err != nil {
+			return nil, err
+		}
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = start
+	}
 	if cons, err := js.Consumer(ctx, r.cfg.Stream, cfg.Durable); err == nil {
 		info := cons.CachedInfo() // fetched just now by js.Consumer
-		if info.NumAckPending == 0 && int64(info.AckFloor.Stream) == checkpoint && info.Config.MemoryStorage == cfg.MemoryStorage {
+		if info.NumAckPending == 0 && info.AckFloor.Stream+1 == max(cfg.OptStartSeq, 1) && info.Config.MemoryStorage == cfg.MemoryStorage {
 			return cons, nil
 		}
 		if err := js.DeleteConsumer(ctx, r.cfg.Stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("reset consumer to the checkpoint: %w", err)
 		}
 	}
-	if checkpoint > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = uint64(checkpoint) + 1
-	}
 	return js.CreateConsumer(ctx, r.cfg.Stream, cfg)
+}
+
+// startAfter returns the stream sequence partition p resumes at, given its checkpoint: the stream
+// sequence and the event store position of the last message it applied. Normally that is the next
+// sequence. But sequences are only meaningful in the stream that numbered them: when the events
+// stream was deleted and created again (the relay then goes on publishing from its own checkpoint),
+// the message at that sequence is another event or none at all, and resuming there would skip or
+// repeat events. So the message at the checkpoint must carry the checkpoint's position; otherwise
+// the partition resumes at the stream's first message after that position, found by bisection, as
+// the relay publishes in position order.
+func (r *Runner) startAfter(ctx context.Context, js jetstream.JetStream, p int, checkpoint uint64, position string) (uint64, error) {
+	want, err := events.ParsePosition(position)
+	if err != nil || want == (events.Position{}) {
+		// No position to check against (the batch ended with an undecodable message, whose
+		// position is unknown): trust the sequence.
+		return checkpoint + 1, nil
+	}
+	stream, err := js.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream: %w", err)
+	}
+	positionAt := func(seq uint64) (events.Position, error) {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			return events.Position{}, fmt.Errorf("read message %d: %w", seq, err)
+		}
+		return events.ParsePosition(m.Header.Get(relay.HeaderPosition))
+	}
+	if got, err := positionAt(checkpoint); err == nil && got == want {
+		return checkpoint + 1, nil
+	}
+	st := stream.CachedInfo().State
+	if st.Msgs == 0 {
+		return st.LastSeq + 1, nil // nothing stored: what comes next is new
+	}
+	// The first sequence in [FirstSeq, LastSeq+1) whose message lies after the checkpoint.
+	lo, hi := st.FirstSeq, st.LastSeq+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		at, err := positionAt(mid)
+		if err != nil {
+			return 0, err
+		}
+		if want.Less(at) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	r.log.Warn("the events stream does not hold the partition's checkpoint (recreated, or expired past it); resuming at the first event after the checkpoint's position",
+		"partition", p, "checkpoint_sequence", checkpoint, "checkpoint_position", position, "resume_sequence", lo)
+	return lo, nil
 }
 
 // item is a message decoded for applying; err is set when it cannot be decoded (poison).

@@ -275,10 +275,11 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if s, err := js.Stream(ctx, cfg.Name); err == nil {
 		info := s.CachedInfo()
 		if info.State.Msgs > 0 && !sameTransform(info.Config.SubjectTransform, sc.SubjectTransform) {
-			return nil, fmt.Errorf("stream %s holds %d messages partitioned otherwise than NATS_PARTITIONS=%d asks (stored as %s): "+
-				"keep its partitioning, or let every projection catch up, then delete the stream (nats stream rm, or, "+
-				"with the embedded server, its directory under STRATA_DATA_DIR); the relay goes on from its checkpoint", cfg.Name, info.State.Msgs,
-				cfg.Partitions, describeTransform(info.Config.SubjectTransform))
+			return nil, fmt.Errorf("stream %s holds %d messages partitioned otherwise than this strata with NATS_PARTITIONS=%d "+
+				"would (stored as %s), which its projectors would never read. With the strata and NATS_PARTITIONS that wrote "+
+				"them, stop the commands and let every projection catch up; then delete the stream (nats stream rm, or, "+
+				"with the embedded server, its directory under STRATA_DATA_DIR): the relay goes on from its checkpoint and "+
+				"the projectors from theirs", cfg.Name, info.State.Msgs, cfg.Partitions, describeTransform(info.Config.SubjectTransform))
 		}
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("provision stream %s: %w", cfg.Name, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -44,6 +45,7 @@ type pipeline struct {
 	codec *events.Codec
 	svc   *command.Service
 	js    jetstream.JetStream
+	nc    *nats.Conn
 }
 
 func newPipeline(t *testing.T, projections ...projector.Projection) *pipeline {
@@ -75,7 +77,7 @@ func newPipeline(t *testing.T, projections ...projector.Projection) *pipeline {
 	}
 	t.Cleanup(func() { cancel(); wg.Wait(); store.Close() })
 	svc := command.NewService(store, codec, command.NewPostgresSKUs(pool), command.Options{})
-	return &pipeline{pool: pool, store: store, codec: codec, svc: svc, js: js}
+	return &pipeline{pool: pool, store: store, codec: codec, svc: svc, js: js, nc: nc}
 }
 
 // waitApplied waits until projection has applied every stream of the given aggregate types to the
@@ -196,6 +198,13 @@ func TestProjectionEqualsReplay(t *testing.T) {
 	p.waitApplied(t, "products", events.ProductAggregate)
 	p.waitApplied(t, "orders", events.OrderAggregate)
 
+	p.requireReadModelEqualsReplay(t)
+}
+
+// requireReadModelEqualsReplay folds every stream of the store in memory and compares the result
+// with the products and orders rows.
+func (p *pipeline) requireReadModelEqualsReplay(t *testing.T) {
+	t.Helper()
 	for stream, history := range p.history(t) {
 		typ, id, _ := events.SplitStream(stream)
 		switch typ {
@@ -398,4 +407,50 @@ func TestUnavailableStoreIsWaitedFor(t *testing.T) {
 	}
 	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT count(*) FROM dead_letters`).Scan(&parked))
 	require.Zero(t, parked)
+}
+
+// TestProjectionResumesInARecreatedStream: the events stream is deleted and created again while the
+// projector is stopped, and the relay goes on publishing into it, so the projector's checkpoint
+// names a sequence of the old stream, which in the new one holds another event. The projector
+// must resume at the first event after its checkpoint's position, skipping and repeating nothing.
+func TestProjectionResumesInARecreatedStream(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t)
+	run := func() (stop func()) {
+		ctx, cancel := context.WithCancel(t.Context())
+		r, err := projector.NewRunner(p.pool, p.nc, p.codec, rmpg.Products{}, projector.Config{Stream: streamName, SubjectPrefix: prefix,
+			Partitions: partitions, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond}, nil, nil)
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = r.Run(ctx) }()
+		return func() { cancel(); <-done }
+	}
+	stop := run()
+	ids := workload(t, p.svc, 4, 0)
+	for range 20 {
+		_, err := p.svc.AdjustStock(t.Context(), ids[rand.IntN(len(ids))], 1, "count", command.Request{})
+		require.NoError(t, err)
+	}
+	p.waitApplied(t, "products", events.ProductAggregate)
+	stop()
+
+	require.NoError(t, p.js.DeleteStream(t.Context(), streamName))
+	_, err := broker.EnsureStream(t.Context(), p.js, broker.StreamConfig{Name: streamName, SubjectPrefix: prefix, Replicas: 1,
+		Duplicates: time.Minute, Partitions: partitions})
+	require.NoError(t, err)
+	// New products first: the new stream's first sequences, which the old checkpoints name, hold
+	// their only events. Then more events than the old stream held.
+	workload(t, p.svc, 8, 0)
+	for range 60 {
+		_, err := p.svc.AdjustStock(t.Context(), ids[rand.IntN(len(ids))], 1, "count", command.Request{})
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		s, err := p.js.Stream(t.Context(), streamName)
+		return err == nil && s.CachedInfo().State.Msgs == 68
+	}, 30*time.Second, 10*time.Millisecond, "the relay should publish the new events into the new stream")
+
+	defer run()()
+	p.waitApplied(t, "products", events.ProductAggregate)
+	p.requireReadModelEqualsReplay(t)
 }
