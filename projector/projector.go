@@ -40,6 +40,7 @@ import (
 	"github.com/strata-dev/strata/events"
 	"github.com/strata-dev/strata/eventstore"
 	"github.com/strata-dev/strata/internal/backoff"
+	"github.com/strata-dev/strata/internal/consistency"
 	"github.com/strata-dev/strata/internal/pglock"
 	"github.com/strata-dev/strata/relay"
 )
@@ -87,8 +88,8 @@ type External interface {
 // it as poison: an outage must not fill the dead-letter store.
 var ErrUnavailable = errors.New("read-model store unavailable")
 
-// NotifyChannel is the PostgreSQL channel projectors notify after every commit, with the projection's
-// name as payload.
+// NotifyChannel is the PostgreSQL channel projectors notify after their commits, with a
+// consistency.Progress as payload.
 const NotifyChannel = "strata_projection"
 
 // Config tunes a [Runner]. Stream and SubjectPrefix are required.
@@ -128,6 +129,9 @@ type Runner struct {
 	m     *metrics
 	// notifyReq holds at most one pending notification for [Runner.notifier].
 	notifyReq chan struct{}
+	// announced collects the stream versions committed since the last notification.
+	announceMu sync.Mutex
+	announced  map[string]uint64
 }
 
 // NewRunner returns a runner of proj. reg, if not nil, receives its metrics.
@@ -613,16 +617,26 @@ const upsertStreamVersions = `
 // stream) are parked as waiting, the rest applied (or, with park set, parked as failed), and the
 // checkpoint moves. After the commit the query service is notified.
 func (r *Runner) commit(ctx context.Context, p *partition, items []item, park bool) error {
-	if err := r.commitTx(ctx, p, items, park); err != nil {
+	applied, err := r.commitTx(ctx, p, items, park)
+	if err != nil {
 		return err
 	}
-	r.notify()
+	r.notify(applied)
 	return nil
 }
 
-// notify asks the notifier to tell the query service that the projection moved. It never blocks:
-// requests made while a notification is pending are one, sent after it (see [Runner.notifier]).
-func (r *Runner) notify() {
+// notify asks the notifier to tell the query service that the projection applied evs. It never
+// blocks: requests made while a notification is pending are one, sent after it (see
+// [Runner.notifier]).
+func (r *Runner) notify(evs []events.Envelope) {
+	r.announceMu.Lock()
+	if r.announced == nil {
+		r.announced = map[string]uint64{}
+	}
+	for _, e := range evs {
+		r.announced[e.Stream] = max(r.announced[e.Stream], e.Version)
+	}
+	r.announceMu.Unlock()
 	select {
 	case r.notifyReq <- struct{}{}:
 	default:
@@ -638,6 +652,11 @@ func (r *Runner) notify() {
 // commit. Its own transaction writes nothing worth waiting for, so it commits asynchronously. A
 // notification lost to a crash just after a commit costs waiting requests their recheck interval
 // (query.WithRecheckInterval), never a stale read.
+//
+// The notification carries the stream versions committed since the previous one (see
+// consistency.Progress), so that the query service can tell the requests waiting for them without
+// looking them up; when they do not fit, it carries only the projection's name, and the query
+// service looks.
 func (r *Runner) notifier(ctx context.Context) {
 	for {
 		select {
@@ -645,19 +664,25 @@ func (r *Runner) notifier(ctx context.Context) {
 			return
 		case <-r.notifyReq:
 		}
-		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, NotifyChannel, r.proj.Name())
+		r.announceMu.Lock()
+		streams := r.announced
+		r.announced = nil
+		r.announceMu.Unlock()
+		payload := consistency.Progress{Projection: r.proj.Name(), Streams: streams}.Encode()
+		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, NotifyChannel, payload)
 		if err != nil && ctx.Err() == nil {
 			r.log.Debug("notify after commit failed; waiting readers fall back to their recheck", "err", err)
 		}
 	}
 }
 
-// commitTx applies items and moves p's checkpoint atomically. While no stream of p can be blocked
-// and every item decoded, that is one batch sent in one round trip: pgx runs a batch in an implicit
-// transaction. Otherwise an explicit transaction first locks the items' dead letters.
-func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park bool) error {
+// commitTx applies items and moves p's checkpoint atomically, and returns the events it applied (not
+// those it parked). While no stream of p can be blocked and every item decoded, that is one batch
+// sent in one round trip: pgx runs a batch in an implicit transaction. Otherwise an explicit
+// transaction first locks the items' dead letters.
+func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park bool) ([]events.Envelope, error) {
 	if err := r.checkBlocked(ctx, p); err != nil {
-		return err
+		return nil, err
 	}
 	if !park && !p.mayBlock && !slices.ContainsFunc(items, func(it item) bool { return it.err != nil }) {
 		b := &pgx.Batch{}
@@ -666,22 +691,22 @@ func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park 
 			apply[i] = it.env
 		}
 		if err := queueApply(ctx, b, r.proj, apply); err != nil {
-			return err
+			return nil, err
 		}
 		r.queueCheckpoint(b, p, items)
 		if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
-			return err
+			return nil, err
 		}
 		r.m.applied.Add(float64(len(apply)))
-		return nil
+		return apply, nil
 	}
-	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+	var apply []events.Envelope
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		blocked, err := r.blockedStreams(ctx, tx, items)
 		if err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
-		var apply []events.Envelope
 		parked := 0
 		for _, it := range items {
 			stream := it.rec.Stream
@@ -715,6 +740,10 @@ func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park 
 		r.m.applied.Add(float64(len(apply)))
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return apply, nil
 }
 
 // queueCheckpoint queues moving p's checkpoint to the last of items.

@@ -13,11 +13,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strata-dev/strata/internal/backoff"
+	"github.com/strata-dev/strata/internal/consistency"
 	"github.com/strata-dev/strata/internal/problem"
 )
 
-// notifyChannel is where projectors announce progress: after each commit they run
-// pg_notify('strata_projection', <projection name>).
+// notifyChannel is where projectors announce progress: after their commits they run
+// pg_notify('strata_projection', <consistency.Progress>).
 const notifyChannel = "strata_projection"
 
 // keepalive is how long the LISTEN connection may stay silent before the [Waiter] pings it, so that a
@@ -32,7 +33,9 @@ const checkTimeout = 5 * time.Second
 // process holds a single dedicated connection in LISTEN on the projectors' notification channel. The
 // requests waiting on a projection are registered together, and one checker per projection looks at
 // their streams with one query per notification, however many requests wait: a notification that
-// woke every request to look for itself cost as many queries as there were requests.
+// woke every request to look for itself cost as many queries as there were requests. A notification
+// that carries the versions the projection committed (consistency.Progress) costs no query at all:
+// the requests waiting for them are told at once.
 // Create it with [NewWaiter] and start it with [Waiter.Run]; it is safe for concurrent use.
 type Waiter struct {
 	pool    *pgxpool.Pool
@@ -55,7 +58,26 @@ type waitRequest struct {
 	names []string      // want's streams, sorted, so that the stream named missing is stable
 	done  chan struct{} // closed by the checker, which also deregisters the request, once all are applied
 
-	missing string // a stream the last look found behind, for the error when the wait runs out; guarded by Waiter.mu
+	// Guarded by Waiter.mu:
+	applied map[string]bool // the streams seen applied so far, by looks or notifications
+	missing string          // a stream not yet seen applied, for the error when the wait runs out
+}
+
+// note records the streams that versions show applied, and reports whether all are.
+func (req *waitRequest) note(versions map[string]uint64) bool {
+	if req.applied == nil {
+		req.applied = make(map[string]bool, len(req.names))
+	}
+	req.missing = ""
+	for _, s := range req.names {
+		if !req.applied[s] && versions[s] >= req.want[s] {
+			req.applied[s] = true
+		}
+		if !req.applied[s] && req.missing == "" {
+			req.missing = s
+		}
+	}
+	return req.missing == ""
 }
 
 // projectionWaits is the registry entry of one projection. Its checker goroutine lives while requests
@@ -202,13 +224,12 @@ func (w *Waiter) Wait(ctx context.Context, projection string, streams map[string
 	if err != nil {
 		return w.outcome(ctx, projection, streams, "", err)
 	}
-	missing := firstMissing(req, applied)
-	if missing == "" {
+	w.mu.Lock()
+	all := req.note(applied) // with what notifications told meanwhile
+	w.mu.Unlock()
+	if all {
 		return nil
 	}
-	w.mu.Lock()
-	req.missing = missing
-	w.mu.Unlock()
 
 	w.waiting.Add(1)
 	defer w.waiting.Add(-1)
@@ -218,7 +239,7 @@ func (w *Waiter) Wait(ctx context.Context, projection string, streams map[string
 	case <-ctx.Done():
 	}
 	w.mu.Lock()
-	missing = req.missing // the checker's latest look
+	missing := req.missing // as of the latest look or notification
 	w.mu.Unlock()
 	return w.outcome(ctx, projection, streams, missing, nil)
 }
@@ -329,10 +350,9 @@ func (w *Waiter) check(projection string, pw *projectionWaits) error {
 	defer w.mu.Unlock()
 	for _, req := range batch {
 		if _, ok := pw.requests[req]; !ok {
-			continue // its context ended during the query
+			continue // its context ended, or a notification completed it, during the query
 		}
-		req.missing = firstMissing(req, applied)
-		if req.missing == "" {
+		if req.note(applied) {
 			delete(pw.requests, req)
 			close(req.done)
 		}
@@ -351,7 +371,8 @@ func (w *Waiter) satisfied(ctx context.Context, projection string, streams map[s
 	if err != nil {
 		return w.outcome(ctx, projection, streams, "", err)
 	}
-	return w.outcome(ctx, projection, streams, firstMissing(req, applied), nil)
+	req.note(applied)
+	return w.outcome(ctx, projection, streams, req.missing, nil)
 }
 
 // outcome turns the result of a look into Wait's error: nil when nothing is missing, the query's
@@ -401,20 +422,10 @@ func (w *Waiter) progress(ctx context.Context, projection string, names []string
 	return applied, nil
 }
 
-// firstMissing returns the first stream of req that applied shows behind its wanted version, or ""
-// when none is.
-func firstMissing(req *waitRequest, applied map[string]uint64) string {
-	for _, s := range req.names {
-		if applied[s] < req.want[s] {
-			return s
-		}
-	}
-	return ""
-}
-
 // watch registers interest in projection applying want, without looking itself: the channel is
-// closed when the projection's checker finds every stream of want applied, and leave deregisters.
-// Open event streams use it, so that a notification costs one query however many streams are open.
+// closed when a look or a notification finds every stream of want applied, and leave deregisters.
+// Open event streams use it, so that a notification costs at most one query however many streams
+// are open.
 func (w *Waiter) watch(projection string, want map[string]uint64) (applied <-chan struct{}, leave func()) {
 	req := &waitRequest{want: want, names: slices.Sorted(maps.Keys(want)), done: make(chan struct{})}
 	w.register(projection, req)
@@ -424,17 +435,30 @@ func (w *Waiter) watch(projection string, want map[string]uint64) (applied <-cha
 // done is closed when [Waiter.Run] has returned.
 func (w *Waiter) done() <-chan struct{} { return w.stopped }
 
-// progressed makes a check of projection due. A notification without a payload makes every
-// projection's due.
-func (w *Waiter) progressed(projection string) {
-	if projection == "" {
+// progressed handles a notification. One with the versions its projection committed completes the
+// requests waiting for them, without a query; one with the projection's name alone makes a check of
+// it due; one without a projection makes every projection's due.
+func (w *Waiter) progressed(payload string) {
+	p := consistency.ParseProgress(payload)
+	if p.Projection == "" {
 		w.wakeAll()
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if pw, ok := w.registry[projection]; ok {
+	pw, ok := w.registry[p.Projection]
+	if !ok {
+		return
+	}
+	if len(p.Streams) == 0 {
 		signal(pw.due)
+		return
+	}
+	for req := range pw.requests {
+		if req.note(p.Streams) {
+			delete(pw.requests, req)
+			close(req.done)
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/strata-dev/strata/internal/consistency"
 	"github.com/strata-dev/strata/internal/pgtest"
 	"github.com/strata-dev/strata/internal/problem"
 	"github.com/strata-dev/strata/internal/syncbuf"
@@ -131,6 +132,58 @@ func TestWaiterOneQueryPerNotificationForAllWaiters(t *testing.T) {
 	queries := f.w.checks.Load() - before
 	t.Logf("%d waiters woken by one notification with %d progress queries", n, queries)
 	require.Equal(t, int64(1), queries, "one check per notification")
+}
+
+// TestWaiterTakesVersionsFromTheNotification: a notification that carries the versions its
+// projection committed completes the requests waiting for them without a query; versions below
+// what a request wants, or another projection's, complete nothing.
+func TestWaiterTakesVersionsFromTheNotification(t *testing.T) {
+	f := newBatchFixture(t, time.Minute)
+	products, orders := projectionName("products"), projectionName("orders")
+	const n = 20
+	names := streams(n)
+	results := make([]<-chan error, n)
+	for i, s := range names {
+		results[i] = f.wait(t.Context(), products, s, 2)
+	}
+	require.Eventually(t, func() bool { return f.w.Waiting() == n }, 10*time.Second, time.Millisecond)
+	before := f.w.checks.Load()
+
+	progress := func(projection string, version uint64, streams ...string) {
+		p := consistency.Progress{Projection: projection, Streams: map[string]uint64{}}
+		for _, s := range streams {
+			p.Streams[s] = version
+		}
+		f.notify(p.Encode())
+	}
+	progress(orders, 2, names...)         // another projection
+	progress(products, 1, names...)       // too low
+	progress(products, 2, names[:n/2]...) // half of them
+	for _, c := range results[:n/2] {
+		require.NoError(t, received(t, c))
+	}
+	_, waiting := f.registered()
+	require.Equal(t, n/2, waiting, "the others still wait")
+
+	progress(products, 3, names[n/2:]...)
+	for _, c := range results[n/2:] {
+		require.NoError(t, received(t, c))
+	}
+	require.Equal(t, before, f.w.checks.Load(), "no progress query")
+}
+
+// TestWaiterCombinesLooksAndNotifications: a request for two streams, one found applied by its
+// first look, completes when a notification carries the other.
+func TestWaiterCombinesLooksAndNotifications(t *testing.T) {
+	f := newBatchFixture(t, time.Minute)
+	products := projectionName("products")
+	names := streams(2)
+	f.apply(products, 1, names[0])
+	done := make(chan error, 1)
+	go func() { done <- f.w.Wait(t.Context(), products, map[string]uint64{names[0]: 1, names[1]: 1}) }()
+	require.Eventually(t, func() bool { return f.w.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	f.notify(consistency.Progress{Projection: products, Streams: map[string]uint64{names[1]: 1}}.Encode())
+	require.NoError(t, received(t, done))
 }
 
 func TestWaiterQueriesPerReadWhenEachWriteIsNotified(t *testing.T) {

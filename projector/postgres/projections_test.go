@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/strata-dev/strata/events"
 	espg "github.com/strata-dev/strata/eventstore/postgres"
 	"github.com/strata-dev/strata/internal/broker"
+	"github.com/strata-dev/strata/internal/consistency"
 	"github.com/strata-dev/strata/internal/natstest"
 	"github.com/strata-dev/strata/internal/pgtest"
 	"github.com/strata-dev/strata/migrations"
@@ -263,6 +265,7 @@ func TestPoisonEventIsParkedAndOtherStreamsCarryOn(t *testing.T) {
 	t.Parallel()
 	f := &failing{Projection: rmpg.Products{}}
 	p := newPipeline(t, f)
+	announced := listenProgress(t, p.pool)
 	ids := workload(t, p.svc, 6, 0)
 	p.waitApplied(t, "products", events.ProductAggregate)
 
@@ -304,6 +307,56 @@ func TestPoisonEventIsParkedAndOtherStreamsCarryOn(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, sort.SliceIsSorted(parkedVersions, func(i, j int) bool { return parkedVersions[i] < parkedVersions[j] }))
 	require.Equal(t, []int64{2, 3, 4}, parkedVersions)
+
+	// The query service believes the versions notifications carry: parked events must not be among
+	// them, applied ones must.
+	other := events.StreamName(events.ProductAggregate, ids[1])
+	require.Eventually(t, func() bool {
+		for _, pr := range announced() {
+			if pr.Projection == "products" && pr.Streams[other] == 2 {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "notifications carry the applied versions")
+	for _, pr := range announced() {
+		if pr.Projection == "products" {
+			require.Less(t, pr.Streams[f.stream], uint64(2), "a parked event announced as applied")
+		}
+	}
+}
+
+// listenProgress listens to the projectors' notifications until the test ends and returns what
+// arrived so far. The channel is database-wide: other tests' notifications arrive too.
+func listenProgress(t *testing.T, pool *pgxpool.Pool) (announced func() []consistency.Progress) {
+	t.Helper()
+	pooled, err := pool.Acquire(t.Context())
+	require.NoError(t, err)
+	conn := pooled.Hijack()
+	_, err = conn.Exec(t.Context(), "LISTEN "+projector.NotifyChannel)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var got []consistency.Progress
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			n, err := conn.WaitForNotification(ctx)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, consistency.ParseProgress(n.Payload))
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-stopped; _ = conn.Close(context.Background()) })
+	return func() []consistency.Progress {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
 }
 
 // TestRetryAfterTheCauseIsFixed parks a stream, fixes the cause, retries: the stream catches up in
