@@ -22,7 +22,7 @@ func (p Progress) Encode() string {
 	if len(p.Streams) == 0 {
 		return p.Projection
 	}
-	b, err := json.Marshal(progressJSON{Projection: p.Projection, Streams: p.Streams})
+	b, err := json.Marshal(progressJSON(p))
 	if err != nil || len(b) > maxProgressPayload {
 		return p.Projection
 	}
