@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/strata-dev/strata/events"
+	"github.com/strata-dev/strata/internal/consistency"
 	"github.com/strata-dev/strata/relay"
 )
 
@@ -124,7 +125,7 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 			return fmt.Errorf("dead letter %d still fails: %w", id, err)
 		}
 		b.Queue(`DELETE FROM dead_letters WHERE projection = $1 AND stream = $2`, projection, stream)
-		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, projection)
+		b.Queue(`SELECT pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, projection)
 		return tx.SendBatch(ctx, b).Close()
 	})
 }

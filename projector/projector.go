@@ -88,10 +88,6 @@ type External interface {
 // it as poison: an outage must not fill the dead-letter store.
 var ErrUnavailable = errors.New("read-model store unavailable")
 
-// NotifyChannel is the PostgreSQL channel projectors notify after their commits, with a
-// consistency.Progress as payload.
-const NotifyChannel = "strata_projection"
-
 // Config tunes a [Runner]. Stream and SubjectPrefix are required.
 type Config struct {
 	Stream        string
@@ -669,7 +665,7 @@ func (r *Runner) notifier(ctx context.Context) {
 		r.announced = nil
 		r.announceMu.Unlock()
 		payload := consistency.Progress{Projection: r.proj.Name(), Streams: streams}.Encode()
-		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, NotifyChannel, payload)
+		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, payload)
 		if err != nil && ctx.Err() == nil {
 			r.log.Debug("notify after commit failed; waiting readers fall back to their recheck", "err", err)
 		}

@@ -263,7 +263,7 @@ func (h *harness) tx(f func(pgx.Tx) error) {
 // notify announces progress of projection, as a projector does after each commit.
 func (h *harness) notify(projection string) {
 	h.t.Helper()
-	_, err := h.pool.Exec(h.t.Context(), `SELECT pg_notify('strata_projection', $1)`, projection)
+	_, err := h.pool.Exec(h.t.Context(), `SELECT pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, projection)
 	require.NoError(h.t, err)
 }
 

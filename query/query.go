@@ -12,9 +12,9 @@
 // (answered with Preference-Applied). When it runs out the answer is 503 with Retry-After, never
 // stale data. A malformed token is 400.
 //
-// Waiting costs no polling: one [Waiter] per process holds a LISTEN connection on channel
-// strata_projection, where projectors announce each commit with the projection's name, and wakes
-// the requests waiting on that projection: one query per notification looks at all of their streams.
+// Waiting costs no polling: one [Waiter] per process holds a LISTEN connection on the channel where
+// projectors announce their commits (consistency.Progress, one channel per schema), and releases the
+// requests waiting for what a notification carries, or looks at all of their streams with one query.
 //
 // Every answer carries the Consistency-Token of what it reflects: the request's token merged with
 // the streams and versions of the entities returned, so that a client can chain reads. Single

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -10,16 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/strata-dev/strata/internal/backoff"
 	"github.com/strata-dev/strata/internal/consistency"
 	"github.com/strata-dev/strata/internal/problem"
 )
-
-// notifyChannel is where projectors announce progress: after their commits they run
-// pg_notify('strata_projection', <consistency.Progress>).
-const notifyChannel = "strata_projection"
 
 // keepalive is how long the LISTEN connection may stay silent before the [Waiter] pings it, so that a
 // connection that died without a word is noticed and replaced.
@@ -139,7 +137,7 @@ func (w *Waiter) Run(ctx context.Context) error {
 		}
 		if retry.Attempt() == 0 {
 			w.log.Warn("listen connection lost; reconnecting, waiting requests re-check every interval meanwhile",
-				"channel", notifyChannel, "interval", w.recheck, "err", err)
+				"interval", w.recheck, "err", err)
 		}
 		if retry.Wait(ctx) != nil {
 			break
@@ -160,12 +158,18 @@ func (w *Waiter) listen(ctx context.Context, retry *backoff.Backoff) error {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
-		return fmt.Errorf("listen %s: %w", notifyChannel, err)
+	// Projectors announce on their schema's channel (consistency.ProgressChannelSQL): the pool's
+	// search_path makes it this service's.
+	var channel string
+	if err := conn.QueryRow(ctx, "SELECT "+consistency.ProgressChannelSQL).Scan(&channel); err != nil {
+		return fmt.Errorf("name the progress channel: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen %s: %w", channel, err)
 	}
 	w.listening.Store(true)
 	if retry.Attempt() > 0 {
-		w.log.Info("listen connection restored", "channel", notifyChannel)
+		w.log.Info("listen connection restored", "channel", channel)
 	}
 	retry.Reset()
 	// Whatever was announced while nobody listened is found by looking again.
@@ -197,7 +201,7 @@ func (w *Waiter) listen(ctx context.Context, retry *backoff.Backoff) error {
 // returns). It has the signature of a readiness check.
 func (w *Waiter) Ready(context.Context) error {
 	if !w.listening.Load() {
-		return fmt.Errorf("not listening on %s", notifyChannel)
+		return errors.New("not listening for projection progress")
 	}
 	return nil
 }

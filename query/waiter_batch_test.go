@@ -63,7 +63,7 @@ func (f *batchFixture) apply(projection string, version int64, streams ...string
 // notify announces progress of projection, as a projector does after each commit.
 func (f *batchFixture) notify(projection string) {
 	f.t.Helper()
-	_, err := f.pool.Exec(f.t.Context(), `SELECT pg_notify('strata_projection', $1)`, projection)
+	_, err := f.pool.Exec(f.t.Context(), `SELECT pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, projection)
 	require.NoError(f.t, err)
 }
 
@@ -183,6 +183,34 @@ func TestWaiterCombinesLooksAndNotifications(t *testing.T) {
 	go func() { done <- f.w.Wait(t.Context(), products, map[string]uint64{names[0]: 1, names[1]: 1}) }()
 	require.Eventually(t, func() bool { return f.w.Waiting() == 1 }, 10*time.Second, time.Millisecond)
 	f.notify(consistency.Progress{Projection: products, Streams: map[string]uint64{names[1]: 1}}.Encode())
+	require.NoError(t, received(t, done))
+}
+
+// TestWaiterHearsOnlyItsSchema: deployments sharing a database in different schemas may hold the
+// same streams (a copy of production, say): another schema's announcement must not release a request.
+func TestWaiterHearsOnlyItsSchema(t *testing.T) {
+	t.Parallel()
+	f := newBatchFixture(t, time.Minute)
+	other := pgtest.Pool(t, 2) // another schema of the same database
+	products := projectionName("products")
+	names := streams(2)
+	target, marker := names[0], names[1]
+	done := f.wait(t.Context(), products, target, 1)
+	markerDone := f.wait(t.Context(), products, marker, 1)
+	require.Eventually(t, func() bool { return f.w.Waiting() == 2 }, 10*time.Second, time.Millisecond)
+
+	announce := func(stream string) string {
+		return consistency.Progress{Projection: products, Streams: map[string]uint64{stream: 1}}.Encode()
+	}
+	_, err := other.Exec(t.Context(), `SELECT pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, announce(target))
+	require.NoError(t, err)
+	// Notifications reach a listener in commit order: once the marker, committed later, is heard,
+	// the other schema's would have been, had it been on this channel.
+	f.notify(announce(marker))
+	require.NoError(t, received(t, markerDone))
+	require.Equal(t, 1, f.w.Waiting(), "another schema's announcement released the request")
+
+	f.notify(announce(target))
 	require.NoError(t, received(t, done))
 }
 

@@ -68,7 +68,7 @@ func TestWaiterRechecksWithoutNotification(t *testing.T) {
 func (h *harness) listenPID(t *testing.T) int32 {
 	var pid int32
 	err := h.pool.QueryRow(t.Context(), `SELECT COALESCE(max(pid), 0) FROM pg_stat_activity
-		WHERE application_name = $1 AND query = 'LISTEN strata_projection'`, h.appName).Scan(&pid)
+		WHERE application_name = $1 AND query LIKE 'LISTEN %strata_projection%'`, h.appName).Scan(&pid)
 	require.NoError(t, err)
 	return pid
 }

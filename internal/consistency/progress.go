@@ -5,6 +5,12 @@ import (
 	"strings"
 )
 
+// ProgressChannelSQL is the SQL expression that names the PostgreSQL notification channel where
+// projectors announce their progress: one channel per schema (a fixed-length digest of its name,
+// as channel names are limited to 63 bytes), so that deployments, and tests, that share a database
+// in different schemas never take each other's announcements for their own.
+const ProgressChannelSQL = `'strata_projection_' || substr(md5(current_schema()), 1, 16)`
+
 // maxProgressPayload keeps a [Progress] within what pg_notify accepts (under 8,000 bytes), with room.
 const maxProgressPayload = 7000
 

@@ -327,13 +327,15 @@ func TestPoisonEventIsParkedAndOtherStreamsCarryOn(t *testing.T) {
 }
 
 // listenProgress listens to the projectors' notifications until the test ends and returns what
-// arrived so far. The channel is database-wide: other tests' notifications arrive too.
+// arrived so far.
 func listenProgress(t *testing.T, pool *pgxpool.Pool) (announced func() []consistency.Progress) {
 	t.Helper()
 	pooled, err := pool.Acquire(t.Context())
 	require.NoError(t, err)
 	conn := pooled.Hijack()
-	_, err = conn.Exec(t.Context(), "LISTEN "+projector.NotifyChannel)
+	var channel string
+	require.NoError(t, conn.QueryRow(t.Context(), "SELECT "+consistency.ProgressChannelSQL).Scan(&channel))
+	_, err = conn.Exec(t.Context(), "LISTEN "+pgx.Identifier{channel}.Sanitize())
 	require.NoError(t, err)
 	var mu sync.Mutex
 	var got []consistency.Progress
