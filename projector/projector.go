@@ -625,14 +625,11 @@ func (r *Runner) commit(ctx context.Context, p *partition, items []item, park bo
 // blocks: requests made while a notification is pending are one, sent after it (see
 // [Runner.notifier]).
 func (r *Runner) notify(evs []events.Envelope) {
-	r.announceMu.Lock()
-	if r.announced == nil {
-		r.announced = map[string]uint64{}
-	}
+	streams := make(map[string]uint64, len(evs))
 	for _, e := range evs {
-		r.announced[e.Stream] = max(r.announced[e.Stream], e.Version)
+		streams[e.Stream] = max(streams[e.Stream], e.Version)
 	}
-	r.announceMu.Unlock()
+	r.announce(streams)
 	select {
 	case r.notifyReq <- struct{}{}:
 	default:
@@ -668,7 +665,20 @@ func (r *Runner) notifier(ctx context.Context) {
 		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, payload)
 		if err != nil && ctx.Err() == nil {
 			r.log.Debug("notify after commit failed; waiting readers fall back to their recheck", "err", err)
+			r.announce(streams) // for the next notification, which may get through
 		}
+	}
+}
+
+// announce adds streams to what the next notification carries.
+func (r *Runner) announce(streams map[string]uint64) {
+	r.announceMu.Lock()
+	defer r.announceMu.Unlock()
+	if r.announced == nil {
+		r.announced = map[string]uint64{}
+	}
+	for s, v := range streams {
+		r.announced[s] = max(r.announced[s], v)
 	}
 }
 
