@@ -50,41 +50,42 @@ func (c *combined) Name() string { return c.name }
 func (c *combined) AggregateTypes() []string { return slices.Clone(c.types) }
 
 func (c *combined) ApplyBatch(b *pgx.Batch, evs []events.Envelope) error {
+	byPart := make([][]events.Envelope, len(c.parts))
+	for _, e := range evs {
+		parts, err := c.partsOf(e)
+		if err != nil {
+			return err
+		}
+		for _, i := range parts {
+			byPart[i] = append(byPart[i], e)
+		}
+	}
 	for i, p := range c.parts {
-		var mine []events.Envelope
-		for _, e := range evs {
-			typ, _, ok := events.SplitStream(e.Stream)
-			if !ok {
-				return fmt.Errorf("%s: not a stream name", e.Stream)
-			}
-			if slices.Contains(c.consumes[typ], i) {
-				mine = append(mine, e)
-			}
-		}
-		if bp, ok := p.(BatchProjection); ok && len(mine) > 1 {
-			if err := bp.ApplyBatch(b, mine); err != nil {
-				return fmt.Errorf("%s: %w", p.Name(), err)
-			}
-			continue
-		}
-		for _, e := range mine {
-			if err := p.Apply(b, e); err != nil {
-				return fmt.Errorf("%s: %w", p.Name(), err)
-			}
+		if err := applyEvents(b, p, byPart[i]); err != nil {
+			return fmt.Errorf("%s: %w", p.Name(), err)
 		}
 	}
 	return nil
 }
 
 func (c *combined) Apply(b *pgx.Batch, e events.Envelope) error {
-	typ, _, ok := events.SplitStream(e.Stream)
-	if !ok {
-		return fmt.Errorf("%s: not a stream name", e.Stream)
+	parts, err := c.partsOf(e)
+	if err != nil {
+		return err
 	}
-	for _, i := range c.consumes[typ] {
+	for _, i := range parts {
 		if err := c.parts[i].Apply(b, e); err != nil {
 			return fmt.Errorf("%s: %w", c.parts[i].Name(), err)
 		}
 	}
 	return nil
+}
+
+// partsOf returns the indexes of the parts that consume e's aggregate type.
+func (c *combined) partsOf(e events.Envelope) ([]int, error) {
+	typ, _, ok := events.SplitStream(e.Stream)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a stream name", e.Stream)
+	}
+	return c.consumes[typ], nil
 }

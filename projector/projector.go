@@ -789,16 +789,8 @@ func queueApply(ctx context.Context, b *pgx.Batch, proj Projection, evs []events
 	var streams []string
 	var versions []int64
 	latest := map[string]int{}
-	if bp, ok := proj.(BatchProjection); ok && len(evs) > 1 {
-		if err := bp.ApplyBatch(b, evs); err != nil {
-			return fmt.Errorf("apply %d events: %w", len(evs), err)
-		}
-	} else {
-		for _, e := range evs {
-			if err := proj.Apply(b, e); err != nil {
-				return fmt.Errorf("apply %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
-			}
-		}
+	if err := applyEvents(b, proj, evs); err != nil {
+		return err
 	}
 	for _, e := range evs {
 		if i, ok := latest[e.Stream]; ok {
@@ -815,6 +807,23 @@ func queueApply(ctx context.Context, b *pgx.Batch, proj Projection, evs []events
 		}
 	}
 	b.Queue(upsertStreamVersions, proj.Name(), streams, versions)
+	return nil
+}
+
+// applyEvents queues the statements of evs with proj: all at once when it is a [BatchProjection],
+// one event at a time otherwise.
+func applyEvents(b *pgx.Batch, proj Projection, evs []events.Envelope) error {
+	if bp, ok := proj.(BatchProjection); ok && len(evs) > 1 {
+		if err := bp.ApplyBatch(b, evs); err != nil {
+			return fmt.Errorf("apply %d events: %w", len(evs), err)
+		}
+		return nil
+	}
+	for _, e := range evs {
+		if err := proj.Apply(b, e); err != nil {
+			return fmt.Errorf("apply %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
+		}
+	}
 	return nil
 }
 

@@ -354,21 +354,9 @@ func (x *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (sear
 		heads = fmt.Sprintf(`ts_headline('simple', m.name, %[1]s, %[2]s), ts_headline('simple', m.description, %[1]s, %[3]s)`,
 			h, pa.add(headlineWhole), pa.add(headlineFragments))
 	}
-	outerKeys, innerKeys := keyColumns(keys)
-	pageSQL := fmt.Sprintf(`SELECT m.id, m.sku, m.name, m.description, m.category, m.price_cents, m.currency, m.tags,
-			m.stock, m.discontinued, m.version, m.created_at, %s, %s
-		FROM (
-			SELECT p.id, p.sku, p.name, p.description, p.category, p.price_cents, p.currency, p.tags,
-				p.stock, p.discontinued, p.version, p.created_at, %s
-			FROM search_products AS p
-			WHERE %s
-			ORDER BY %s
-			LIMIT %s
-		) AS m
-		ORDER BY %s`,
-		outerKeys, heads, innerKeys, where(conds), order(keys, true), pa.add(q.Limit+1), order(keys, false))
-	facetSQL := fmt.Sprintf(`SELECT p.category, count(*) FROM search_products AS p WHERE %s
-		GROUP BY p.category ORDER BY count(*) DESC, p.category`, where(filters(&fa, false)))
+	pageSQL := pageQuery(&pa, "search_products", "id, sku, name, description, category, price_cents, currency, tags, stock, discontinued, version, created_at",
+		heads, keys, conds, q.Limit)
+	facetSQL := facetQuery("search_products", "category", filters(&fa, false))
 
 	scan := func(row pgx.CollectableRow) (productRow, error) {
 		var r productRow
@@ -397,6 +385,36 @@ func (x *Index) SearchProducts(ctx context.Context, q search.ProductQuery) (sear
 		res.Items = append(res.Items, p)
 	}
 	return res, nil
+}
+
+// pageQuery returns the SQL of a page of table's rows that match conds: their columns (a
+// comma-separated list), their sort keys, and heads, the headline expressions over the page's rows
+// (m), which are computed only for the limit+1 rows of the page.
+func pageQuery(a *args, table, columns, heads string, keys []sortKey, conds []string, limit int) string {
+	qualified := func(alias string) string {
+		cols := strings.Split(columns, ", ")
+		for i, c := range cols {
+			cols[i] = alias + "." + c
+		}
+		return strings.Join(cols, ", ")
+	}
+	outerKeys, innerKeys := keyColumns(keys)
+	return fmt.Sprintf(`SELECT %s, %s, %s
+		FROM (
+			SELECT %s, %s
+			FROM %s AS p
+			WHERE %s
+			ORDER BY %s
+			LIMIT %s
+		) AS m
+		ORDER BY %s`,
+		qualified("m"), outerKeys, heads, qualified("p"), innerKeys, table, where(conds), order(keys, true), a.add(limit+1), order(keys, false))
+}
+
+// facetQuery returns the SQL counting table's rows that match conds by column, most first.
+func facetQuery(table, column string, conds []string) string {
+	return fmt.Sprintf(`SELECT p.%[2]s, count(*) FROM %[1]s AS p WHERE %[3]s
+		GROUP BY p.%[2]s ORDER BY count(*) DESC, p.%[2]s`, table, column, where(conds))
 }
 
 // highlights returns the fields of byField that have snippets, or nil when none has.
@@ -478,21 +496,9 @@ func (x *Index) SearchOrders(ctx context.Context, q search.OrderQuery) (search.O
 		heads = fmt.Sprintf(`ts_headline('simple', m.customer_name, %s, %s),
 			ARRAY(SELECT ts_headline('simple', n, %[1]s, %[2]s) FROM unnest(m.product_names) AS n)`, h, whole)
 	}
-	outerKeys, innerKeys := keyColumns(keys)
-	pageSQL := fmt.Sprintf(`SELECT m.id, m.customer_id, m.customer_name, m.customer_email, m.status, m.skus,
-			m.product_names, m.total_cents, m.currency, m.placed_at, m.version, %s, %s
-		FROM (
-			SELECT p.id, p.customer_id, p.customer_name, p.customer_email, p.status, p.skus,
-				p.product_names, p.total_cents, p.currency, p.placed_at, p.version, %s
-			FROM search_orders AS p
-			WHERE %s
-			ORDER BY %s
-			LIMIT %s
-		) AS m
-		ORDER BY %s`,
-		outerKeys, heads, innerKeys, where(conds), order(keys, true), pa.add(q.Limit+1), order(keys, false))
-	facetSQL := fmt.Sprintf(`SELECT p.status, count(*) FROM search_orders AS p WHERE %s
-		GROUP BY p.status ORDER BY count(*) DESC, p.status`, where(filters(&fa, false)))
+	pageSQL := pageQuery(&pa, "search_orders", "id, customer_id, customer_name, customer_email, status, skus, product_names, total_cents, currency, placed_at, version",
+		heads, keys, conds, q.Limit)
+	facetSQL := facetQuery("search_orders", "status", filters(&fa, false))
 
 	scan := func(row pgx.CollectableRow) (orderRow, error) {
 		var r orderRow
