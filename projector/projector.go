@@ -125,9 +125,11 @@ type Runner struct {
 	m     *metrics
 	// notifyReq holds at most one pending notification for [Runner.notifier].
 	notifyReq chan struct{}
-	// announced collects the stream versions committed since the last notification.
+	// announced collects the stream versions committed since the last notification; reset makes the
+	// next notification the projection's name alone (see [Runner.announceTakeover]).
 	announceMu sync.Mutex
 	announced  map[string]uint64
+	reset      bool
 }
 
 // NewRunner returns a runner of proj. reg, if not nil, receives its metrics.
@@ -296,6 +298,7 @@ func (r *Runner) own(ctx context.Context, js jetstream.JetStream, l *locks, p in
 		_ = l.unlock(uctx, id)
 	}()
 	r.log.Info("consuming partition", "partition", p)
+	r.announceTakeover()
 	r.m.partitions.Inc()
 	defer r.m.partitions.Dec()
 	return r.consume(ctx, js, p)
@@ -630,10 +633,25 @@ func (r *Runner) notify(evs []events.Envelope) {
 		streams[e.Stream] = max(streams[e.Stream], e.Version)
 	}
 	r.announce(streams)
+	r.requestNotification()
+}
+
+// requestNotification asks the notifier for a notification, unless one is pending already.
+func (r *Runner) requestNotification() {
 	select {
 	case r.notifyReq <- struct{}{}:
 	default:
 	}
+}
+
+// announceTakeover makes the next notification the projection's name alone, which tells the query
+// service to look its versions up rather than wait for their announcement: the partition just taken
+// may have had its last commits made by a process that died before announcing them.
+func (r *Runner) announceTakeover() {
+	r.announceMu.Lock()
+	r.reset = true
+	r.announceMu.Unlock()
+	r.requestNotification()
 }
 
 // notifier sends the notifications [Runner.notify] asks for until ctx ends, one at a time, so
@@ -642,15 +660,17 @@ func (r *Runner) notify(evs []events.Envelope) {
 // batches' transactions: PostgreSQL serialises the commits of notifying transactions on a
 // database-wide lock held through the commit's WAL flush, so a NOTIFY inside a batch's transaction
 // would serialise the commits of every partition and projection, fsync included, and defeat group
-// commit. Its own transaction writes nothing worth waiting for, so it commits asynchronously. A
-// notification lost to a crash just after a commit costs waiting requests their recheck interval
-// (query.WithRecheckInterval), never a stale read.
+// commit. Its own transaction writes nothing worth waiting for, so it commits asynchronously.
 //
 // The notification carries the stream versions committed since the previous one (see
 // consistency.Progress), so that the query service can tell the requests waiting for them without
-// looking them up; when they do not fit, it carries only the projection's name, and the query
-// service looks.
+// looking them up; when they do not fit in one, they are split among several. A notification that fails is sent again, with capped backoff, together with
+// whatever was committed meanwhile: the query service trusts that every commit is announced. A
+// notification lost to a crash just after a commit is made up for by the name alone, sent by
+// whichever process takes the partition next, and costs waiting requests at most their recheck
+// interval (query.WithRecheckInterval), never a stale read.
 func (r *Runner) notifier(ctx context.Context) {
+	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	for {
 		select {
 		case <-ctx.Done():
@@ -658,15 +678,37 @@ func (r *Runner) notifier(ctx context.Context) {
 		case <-r.notifyReq:
 		}
 		r.announceMu.Lock()
-		streams := r.announced
-		r.announced = nil
+		streams, reset := r.announced, r.reset
+		r.announced, r.reset = nil, false
 		r.announceMu.Unlock()
-		payload := consistency.Progress{Projection: r.proj.Name(), Streams: streams}.Encode()
-		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true), pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, payload)
-		if err != nil && ctx.Err() == nil {
-			r.log.Debug("notify after commit failed; waiting readers fall back to their recheck", "err", err)
-			r.announce(streams) // for the next notification, which may get through
+		if !reset && len(streams) == 0 {
+			// Sent with an earlier notification, or nothing was applied. The name alone would make
+			// the query service forget what it knows.
+			continue
 		}
+		p := consistency.Progress{Projection: r.proj.Name()}
+		if !reset {
+			p.Streams = streams
+		}
+		// One statement for however many notifications the versions need: their order does not matter.
+		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true),
+			(SELECT count(pg_notify(`+consistency.ProgressChannelSQL+`, payload)) FROM unnest($1::text[]) AS payload)`, p.Payloads())
+		if err == nil {
+			retry.Reset()
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Debug("notify after commit failed; sending it again", "err", err)
+		r.announce(streams)
+		if reset {
+			r.announceTakeover()
+		}
+		if retry.Wait(ctx) != nil {
+			return
+		}
+		r.requestNotification()
 	}
 }
 

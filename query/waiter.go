@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -27,6 +28,10 @@ const keepalive = 15 * time.Second
 // a stuck connection cannot hold back every later look at that projection.
 const checkTimeout = 5 * time.Second
 
+// knownStreams bounds how many streams' applied versions the [Waiter] remembers per projection (about
+// 200 bytes each): enough for the streams being written and read now, which are what tokens name.
+const knownStreams = 50_000
+
 // Waiter lets requests wait until a projection has applied given stream versions. One Waiter per
 // process holds a single dedicated connection in LISTEN on the projectors' notification channel. The
 // requests waiting on a projection are registered together, and one checker per projection looks at
@@ -34,6 +39,12 @@ const checkTimeout = 5 * time.Second
 // woke every request to look for itself cost as many queries as there were requests. A notification
 // that carries the versions the projection committed (consistency.Progress) costs no query at all:
 // the requests waiting for them are told at once.
+//
+// The Waiter also remembers the versions announced, and those its looks found, per projection. A
+// request whose streams are all remembered needs no look of its own: either they are applied, or
+// their announcement is still to come, since every commit is announced (see consistency.Progress).
+// What is remembered is forgotten whenever an announcement may have been missed: while the LISTEN
+// connection is down, and for a projection that announces its name alone.
 // Create it with [NewWaiter] and start it with [Waiter.Run]; it is safe for concurrent use.
 type Waiter struct {
 	pool    *pgxpool.Pool
@@ -42,6 +53,13 @@ type Waiter struct {
 
 	mu       sync.Mutex
 	registry map[string]*projectionWaits // per projection with waiting requests
+	// known holds, per projection, stream versions it is known to have applied at least. It is kept
+	// only while trusting: while LISTEN holds, every announcement since known was last cleared arrives.
+	known    map[string]*simplelru.LRU[string, uint64]
+	trusting bool
+	// epoch counts the clearings of known: what a look begun in an earlier epoch found is not
+	// recorded, as announcements missed before the clearing may have come after its snapshot.
+	epoch uint64
 
 	listening atomic.Bool
 	waiting   atomic.Int64
@@ -115,6 +133,7 @@ func NewWaiter(pool *pgxpool.Pool, log *slog.Logger, opts ...WaiterOption) *Wait
 		log:      log.With("component", "projection-waiter"),
 		recheck:  time.Second,
 		registry: map[string]*projectionWaits{},
+		known:    map[string]*simplelru.LRU[string, uint64]{},
 		stopped:  make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -132,6 +151,7 @@ func (w *Waiter) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		err := w.listen(ctx, retry)
 		w.listening.Store(false)
+		w.distrust()
 		if ctx.Err() != nil {
 			break
 		}
@@ -172,7 +192,12 @@ func (w *Waiter) listen(ctx context.Context, retry *backoff.Backoff) error {
 		w.log.Info("listen connection restored", "channel", channel)
 	}
 	retry.Reset()
-	// Whatever was announced while nobody listened is found by looking again.
+	// Whatever was announced while nobody listened is found by looking again; from now on every
+	// announcement arrives, so versions may be remembered.
+	w.mu.Lock()
+	w.forget("")
+	w.trusting = true
+	w.mu.Unlock()
 	w.wakeAll()
 	for {
 		waitCtx, cancel := context.WithTimeout(ctx, keepalive)
@@ -210,9 +235,10 @@ func (w *Waiter) Ready(context.Context) error {
 func (w *Waiter) Waiting() int { return int(w.waiting.Load()) }
 
 // Wait returns nil once projection has applied every stream in streams at least up to the version
-// given: projection_streams has a row for it with a version that high. It looks once, then registers
-// with the projection's checker, which looks again for all the requests waiting on the projection each
-// time it announces progress, and at the recheck interval. When ctx ends first, the error wraps
+// given: projection_streams has a row for it with a version that high. It registers with the
+// projection's checker, which looks again for all the requests waiting on the projection each time it
+// announces progress, and at the recheck interval. Unless the Waiter remembers every stream's
+// version, it first looks once itself. When ctx ends first, the error wraps
 // [problem.ErrNotYetConsistent] (and ctx's error) and names a stream found behind. A failed first look
 // returns its error; a failed later look is retried, at the latest at the recheck interval.
 // An empty streams is satisfied at once, without a query.
@@ -222,15 +248,22 @@ func (w *Waiter) Wait(ctx context.Context, projection string, streams map[string
 	}
 	req := &waitRequest{want: streams, names: slices.Sorted(maps.Keys(streams)), done: make(chan struct{})}
 	// Register before looking: progress committed after the look is announced to a registered request.
-	w.register(projection, req)
-	defer w.deregister(projection, req)
-	applied, err := w.progress(ctx, projection, req.names)
-	if err != nil {
-		return w.outcome(ctx, projection, streams, "", err)
-	}
 	w.mu.Lock()
-	all := req.note(applied) // with what notifications told meanwhile
+	w.registerLocked(projection, req)
+	all, known := w.recall(projection, req)
+	epoch := w.epoch
 	w.mu.Unlock()
+	defer w.deregister(projection, req)
+	if !all && !known {
+		applied, err := w.progress(ctx, projection, req.names)
+		if err != nil {
+			return w.outcome(ctx, projection, streams, "", err)
+		}
+		w.mu.Lock()
+		all = req.note(applied) // with what notifications told meanwhile
+		w.learn(projection, applied, epoch)
+		w.mu.Unlock()
+	}
 	if all {
 		return nil
 	}
@@ -253,6 +286,11 @@ func (w *Waiter) Wait(ctx context.Context, projection string, streams map[string
 func (w *Waiter) register(projection string, req *waitRequest) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.registerLocked(projection, req)
+}
+
+// registerLocked is register with w.mu held.
+func (w *Waiter) registerLocked(projection string, req *waitRequest) {
 	pw, ok := w.registry[projection]
 	if !ok {
 		pw = &projectionWaits{requests: map[*waitRequest]struct{}{}, due: make(chan struct{}, 1), left: make(chan struct{}, 1)}
@@ -332,6 +370,7 @@ func (w *Waiter) retire(projection string, pw *projectionWaits) bool {
 func (w *Waiter) check(projection string, pw *projectionWaits) error {
 	w.mu.Lock()
 	batch := slices.Collect(maps.Keys(pw.requests))
+	epoch := w.epoch
 	w.mu.Unlock()
 	if len(batch) == 0 {
 		return nil
@@ -352,6 +391,7 @@ func (w *Waiter) check(projection string, pw *projectionWaits) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.learn(projection, applied, epoch)
 	for _, req := range batch {
 		if _, ok := pw.requests[req]; !ok {
 			continue // its context ended, or a notification completed it, during the query
@@ -371,10 +411,20 @@ func (w *Waiter) satisfied(ctx context.Context, projection string, streams map[s
 		return nil
 	}
 	req := &waitRequest{want: streams, names: slices.Sorted(maps.Keys(streams))}
+	w.mu.Lock()
+	all, _ := w.recall(projection, req)
+	epoch := w.epoch
+	w.mu.Unlock()
+	if all {
+		return nil
+	}
 	applied, err := w.progress(ctx, projection, req.names)
 	if err != nil {
 		return w.outcome(ctx, projection, streams, "", err)
 	}
+	w.mu.Lock()
+	w.learn(projection, applied, epoch)
+	w.mu.Unlock()
 	req.note(applied)
 	return w.outcome(ctx, projection, streams, req.missing, nil)
 }
@@ -440,16 +490,25 @@ func (w *Waiter) watch(projection string, want map[string]uint64) (applied <-cha
 func (w *Waiter) done() <-chan struct{} { return w.stopped }
 
 // progressed handles a notification. One with the versions its projection committed completes the
-// requests waiting for them, without a query; one with the projection's name alone makes a check of
-// it due; one without a projection makes every projection's due.
+// requests waiting for them, without a query, and is remembered; one with the projection's name alone
+// makes a check of it due and its versions forgotten; one without a projection does so for every
+// projection.
 func (w *Waiter) progressed(payload string) {
 	p := consistency.ParseProgress(payload)
 	if p.Projection == "" {
+		w.mu.Lock()
+		w.forget("")
+		w.mu.Unlock()
 		w.wakeAll()
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(p.Streams) == 0 {
+		w.forget(p.Projection)
+	} else {
+		w.learn(p.Projection, p.Streams, w.epoch)
+	}
 	pw, ok := w.registry[p.Projection]
 	if !ok {
 		return
@@ -473,4 +532,60 @@ func (w *Waiter) wakeAll() {
 	for _, pw := range w.registry {
 		signal(pw.due)
 	}
+}
+
+// recall notes in req the versions remembered of projection's streams. It reports whether they show
+// every stream of req applied, and whether every stream of req is remembered: then the
+// announcements still to come tell the rest, and a look would find nothing more. Call it with w.mu
+// held.
+func (w *Waiter) recall(projection string, req *waitRequest) (all, known bool) {
+	versions, ok := w.known[projection]
+	if !ok {
+		return false, false
+	}
+	found := make(map[string]uint64, len(req.names))
+	for _, s := range req.names {
+		if v, ok := versions.Get(s); ok {
+			found[s] = v
+		}
+	}
+	return req.note(found), len(found) == len(req.names)
+}
+
+// learn remembers that projection has applied at least the given versions, unless known was cleared
+// since epoch or announcements may be missed. Call it with w.mu held.
+func (w *Waiter) learn(projection string, applied map[string]uint64, epoch uint64) {
+	if !w.trusting || epoch != w.epoch || len(applied) == 0 {
+		return
+	}
+	versions, ok := w.known[projection]
+	if !ok {
+		versions, _ = simplelru.NewLRU[string, uint64](knownStreams, nil) // fails only for a size below 1
+		w.known[projection] = versions
+	}
+	for s, v := range applied {
+		if old, ok := versions.Peek(s); ok && old >= v {
+			continue
+		}
+		versions.Add(s, v)
+	}
+}
+
+// forget clears what is remembered of projection, or of every projection for "". Call it with w.mu
+// held.
+func (w *Waiter) forget(projection string) {
+	if projection == "" {
+		clear(w.known)
+	} else {
+		delete(w.known, projection)
+	}
+	w.epoch++
+}
+
+// distrust forgets every version and stops remembering, for as long as announcements may be missed.
+func (w *Waiter) distrust() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.forget("")
+	w.trusting = false
 }

@@ -28,6 +28,7 @@ import (
 type batchFixture struct {
 	t    *testing.T
 	pool *pgxpool.Pool
+	app  string // the pool's application_name, to find the Waiter's LISTEN connection
 	w    *Waiter
 	log  *syncbuf.Buffer
 }
@@ -35,9 +36,16 @@ type batchFixture struct {
 // newBatchFixture starts a Waiter with the given recheck interval and waits until it listens.
 func newBatchFixture(t *testing.T, recheck time.Duration) *batchFixture {
 	t.Helper()
-	pool := pgtest.Pool(t, 20)
+	app := "waitertest_" + uuid.NewString()[:8]
+	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
+	require.NoError(t, err)
+	cfg.MaxConns = 20
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
 	require.NoError(t, migrations.Apply(t.Context(), pool, migrations.ReadModel))
-	f := &batchFixture{t: t, pool: pool, log: &syncbuf.Buffer{}}
+	f := &batchFixture{t: t, pool: pool, app: app, log: &syncbuf.Buffer{}}
 	f.w = NewWaiter(pool, slog.New(slog.NewTextHandler(f.log, nil)), WithRecheckInterval(recheck))
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
@@ -72,6 +80,34 @@ func (f *batchFixture) wait(ctx context.Context, projection, stream string, vers
 	done := make(chan error, 1)
 	go func() { done <- f.w.Wait(ctx, projection, map[string]uint64{stream: version}) }()
 	return done
+}
+
+// announce notifies that projection has applied stream at version, as a projector does after a
+// commit.
+func (f *batchFixture) announce(projection, stream string, version uint64) {
+	f.t.Helper()
+	f.notify(consistency.Progress{Projection: projection, Streams: map[string]uint64{stream: version}}.Encode())
+}
+
+// remembered returns the version the Waiter remembers of projection's stream, and whether it does.
+func (f *batchFixture) remembered(projection, stream string) (uint64, bool) {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	versions, ok := f.w.known[projection]
+	if !ok {
+		return 0, false
+	}
+	return versions.Peek(stream)
+}
+
+// listenPID returns the backend pid of the Waiter's LISTEN connection, 0 if there is none.
+func (f *batchFixture) listenPID() int32 {
+	f.t.Helper()
+	var pid int32
+	err := f.pool.QueryRow(f.t.Context(), `SELECT COALESCE(max(pid), 0) FROM pg_stat_activity
+		WHERE application_name = $1 AND query LIKE 'LISTEN %'`, f.app).Scan(&pid)
+	require.NoError(f.t, err)
+	return pid
 }
 
 // registered returns how many projections have a registry entry and how many requests are registered.
@@ -339,4 +375,66 @@ func TestWaiterFailedCheckKeepsRequestsWaiting(t *testing.T) {
 	log := f.log.String()
 	require.Equal(t, 1, strings.Count(log, "looking at projection progress failed"), "one line per change of state:\n%s", log)
 	require.Equal(t, 1, strings.Count(log, "looking at projection progress works again"), "%s", log)
+}
+
+// TestWaiterRemembersAnnouncedVersions: a request whose streams were all announced, or found by a
+// look, needs no look of its own, whether they are applied or their announcement is still to come.
+// A projection that announces its name alone is looked up again.
+func TestWaiterRemembersAnnouncedVersions(t *testing.T) {
+	f := newBatchFixture(t, time.Minute)
+	products := projectionName("products")
+	names := streams(2)
+	s, looked := names[0], names[1]
+	f.apply(products, 1, s)
+	f.announce(products, s, 1)
+	require.Eventually(t, func() bool { v, ok := f.remembered(products, s); return ok && v == 1 }, 10*time.Second, time.Millisecond)
+
+	before := f.w.checks.Load()
+	require.NoError(t, f.w.Wait(t.Context(), products, map[string]uint64{s: 1}))
+	done := f.wait(t.Context(), products, s, 2)
+	require.Eventually(t, func() bool { return f.w.Waiting() == 1 }, 10*time.Second, time.Millisecond)
+	f.apply(products, 2, s)
+	f.announce(products, s, 2)
+	require.NoError(t, received(t, done))
+	require.Equal(t, before, f.w.checks.Load(), "no progress query")
+
+	// A look's findings are remembered too.
+	f.apply(products, 4, looked)
+	require.NoError(t, f.w.Wait(t.Context(), products, map[string]uint64{looked: 3}))
+	require.Equal(t, before+1, f.w.checks.Load())
+	require.NoError(t, f.w.Wait(t.Context(), products, map[string]uint64{looked: 4}))
+	require.Equal(t, before+1, f.w.checks.Load(), "the look's version is remembered")
+
+	// Version 3 is applied without its own announcement, then the name alone is announced: what was
+	// remembered is forgotten, and the next request looks.
+	f.apply(products, 3, s)
+	f.notify(products)
+	require.Eventually(t, func() bool { _, ok := f.remembered(products, s); return !ok }, 10*time.Second, time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // well within the minute's recheck
+	defer cancel()
+	require.NoError(t, f.w.Wait(ctx, products, map[string]uint64{s: 3}))
+}
+
+// TestWaiterForgetsWhatItMayHaveMissed: while the LISTEN connection is down announcements are lost,
+// so what the Waiter remembers from before cannot be trusted once it listens again.
+func TestWaiterForgetsWhatItMayHaveMissed(t *testing.T) {
+	f := newBatchFixture(t, time.Minute)
+	products := projectionName("products")
+	s := streams(1)[0]
+	f.apply(products, 1, s)
+	f.announce(products, s, 1)
+	require.Eventually(t, func() bool { _, ok := f.remembered(products, s); return ok }, 10*time.Second, time.Millisecond)
+
+	pid := f.listenPID()
+	require.NotZero(t, pid)
+	_, err := f.pool.Exec(t.Context(), `SELECT pg_terminate_backend($1)`, pid)
+	require.NoError(t, err)
+	f.apply(products, 2, s) // its announcement is lost with the connection
+	require.Eventually(t, func() bool { p := f.listenPID(); return p != 0 && p != pid && f.w.Ready(t.Context()) == nil },
+		10*time.Second, 5*time.Millisecond)
+	_, ok := f.remembered(products, s)
+	require.False(t, ok, "remembered across a lost connection")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // well within the minute's recheck
+	defer cancel()
+	require.NoError(t, f.w.Wait(ctx, products, map[string]uint64{s: 2}))
 }

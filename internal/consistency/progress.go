@@ -2,6 +2,9 @@ package consistency
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -16,14 +19,21 @@ const maxProgressPayload = 7000
 
 // Progress is what a projector announces after a commit, as the payload of a PostgreSQL
 // notification: the projection, and the highest version it has committed of each stream since its
-// previous announcement. Streams may be empty: then readers must look the versions up.
+// previous announcement. Streams may be empty: then readers must look the versions up, and forget
+// whatever they learned of the projection's versions from earlier announcements.
+//
+// Readers rely on this: every commit that raises a projection's versions is followed by an
+// announcement of those versions or by one of the projection's name alone. Whatever changes
+// projection_streams outside a projector's announced batches (a dead letter retried, a projection
+// reset) announces the name alone; so does a projector when it starts, for the announcements a
+// crash may have cost.
 type Progress struct {
 	Projection string
 	Streams    map[string]uint64
 }
 
-// Encode returns the payload: the projection's name alone when there are no streams or they would
-// not fit, JSON otherwise.
+// Encode returns one payload: the projection's name alone when there are no streams or they would
+// not fit, JSON otherwise. [Progress.Payloads] splits what does not fit.
 func (p Progress) Encode() string {
 	if len(p.Streams) == 0 {
 		return p.Projection
@@ -33,6 +43,34 @@ func (p Progress) Encode() string {
 		return p.Projection
 	}
 	return string(b)
+}
+
+// Payloads returns p as payloads of notifications that each fit: the name alone when there are no
+// streams, otherwise the streams split among as many payloads as they need. Readers then keep what
+// they know of the projection, which a payload of the name alone would make them forget.
+func (p Progress) Payloads() []string {
+	if len(p.Streams) == 0 {
+		return []string{p.Projection}
+	}
+	name, _ := json.Marshal(p.Projection) // a string always marshals
+	// {"projection":NAME,"streams":{ENTRIES}} with ENTRIES "STREAM":VERSION, separated by commas.
+	overhead := len(`{"projection":,"streams":{}}`) + len(name)
+	var payloads []string
+	chunk := Progress{Projection: p.Projection, Streams: map[string]uint64{}}
+	size := overhead
+	for _, s := range slices.Sorted(maps.Keys(p.Streams)) {
+		key, _ := json.Marshal(s)
+		entry := len(key) + 1 + len(strconv.FormatUint(p.Streams[s], 10)) + 1 // with its comma
+		if len(chunk.Streams) > 0 && size+entry > maxProgressPayload {
+			payloads = append(payloads, chunk.Encode())
+			chunk = Progress{Projection: p.Projection, Streams: map[string]uint64{}}
+			size = overhead
+		}
+		chunk.Streams[s] = p.Streams[s]
+		size += entry
+	}
+	// A stream whose name alone is too long makes its chunk the name alone, which is still true.
+	return append(payloads, chunk.Encode())
 }
 
 // ParseProgress reads a payload of [Progress.Encode]. A payload that is not JSON is a projection's

@@ -26,3 +26,27 @@ func TestProgressTooLargeForANotificationIsTheNameAlone(t *testing.T) {
 	}
 	require.Equal(t, "products", p.Encode())
 }
+
+func TestProgressPayloadsSplitWhatDoesNotFit(t *testing.T) {
+	p := consistency.Progress{Projection: "products", Streams: map[string]uint64{}}
+	for i := range 1000 {
+		p.Streams[fmt.Sprintf("product-%036d", i)] = uint64(i) * 1_000_003
+	}
+	payloads := p.Payloads()
+	require.Greater(t, len(payloads), 1)
+	got := map[string]uint64{}
+	for _, payload := range payloads {
+		require.LessOrEqual(t, len(payload), 7000)
+		part := consistency.ParseProgress(payload)
+		require.Equal(t, "products", part.Projection)
+		require.NotEmpty(t, part.Streams, "a payload of the name alone")
+		for s, v := range part.Streams {
+			got[s] = v
+		}
+	}
+	require.Equal(t, p.Streams, got)
+
+	require.Equal(t, []string{"orders"}, consistency.Progress{Projection: "orders"}.Payloads())
+	one := consistency.Progress{Projection: "orders", Streams: map[string]uint64{"order-1": 2}}
+	require.Equal(t, []string{one.Encode()}, one.Payloads())
+}

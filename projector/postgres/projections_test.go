@@ -48,6 +48,9 @@ type pipeline struct {
 	svc   *command.Service
 	js    jetstream.JetStream
 	nc    *nats.Conn
+
+	ctx     context.Context // ends with the test, stopping the relay and the projectors
+	running *sync.WaitGroup // the relay and the projectors
 }
 
 func newPipeline(t *testing.T, projections ...projector.Projection) *pipeline {
@@ -66,20 +69,27 @@ func newPipeline(t *testing.T, projections ...projector.Projection) *pipeline {
 		Duplicates: time.Minute, Partitions: partitions})
 	require.NoError(t, err)
 
-	log := slog.New(slog.DiscardHandler)
-	rl, err := relay.New(store, pool, nc, relay.Config{Stream: streamName, SubjectPrefix: prefix}, log, nil)
+	rl, err := relay.New(store, pool, nc, relay.Config{Stream: streamName, SubjectPrefix: prefix}, slog.New(slog.DiscardHandler), nil)
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = rl.Run(ctx) })
-	for _, p := range projections {
-		r, err := projector.NewRunner(pool, nc, codec, p, projector.Config{Stream: streamName, SubjectPrefix: prefix,
-			Partitions: partitions, MaxAttempts: 3, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond}, log, nil)
-		require.NoError(t, err)
-		wg.Go(func() { _ = r.Run(ctx) })
-	}
 	t.Cleanup(func() { cancel(); wg.Wait(); store.Close() })
 	svc := command.NewService(store, codec, command.NewPostgresSKUs(pool), command.Options{})
-	return &pipeline{pool: pool, store: store, codec: codec, svc: svc, js: js, nc: nc}
+	p := &pipeline{pool: pool, store: store, codec: codec, svc: svc, js: js, nc: nc, ctx: ctx, running: &wg}
+	for _, proj := range projections {
+		p.startProjector(t, proj)
+	}
+	return p
+}
+
+// startProjector runs a projector of proj until the test ends.
+func (p *pipeline) startProjector(t *testing.T, proj projector.Projection) {
+	t.Helper()
+	r, err := projector.NewRunner(p.pool, p.nc, p.codec, proj, projector.Config{Stream: streamName, SubjectPrefix: prefix,
+		Partitions: partitions, MaxAttempts: 3, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond},
+		slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, err)
+	p.running.Go(func() { _ = r.Run(p.ctx) })
 }
 
 // waitApplied waits until projection has applied every stream of the given aggregate types to the
@@ -324,6 +334,22 @@ func TestPoisonEventIsParkedAndOtherStreamsCarryOn(t *testing.T) {
 			require.Less(t, pr.Streams[f.stream], uint64(2), "a parked event announced as applied")
 		}
 	}
+}
+
+// TestTakingAPartitionAnnouncesTheNameAlone: the query service trusts that every commit is
+// announced, but a process that takes a partition cannot know whether the previous owner announced
+// its last commits before it died. It announces the projection's name alone, which makes the query
+// service look.
+func TestTakingAPartitionAnnouncesTheNameAlone(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t)
+	announced := listenProgress(t, p.pool)
+	p.startProjector(t, rmpg.Products{})
+	require.Eventually(t, func() bool {
+		return slices.ContainsFunc(announced(), func(pr consistency.Progress) bool {
+			return pr.Projection == "products" && len(pr.Streams) == 0
+		})
+	}, 10*time.Second, 5*time.Millisecond)
 }
 
 // listenProgress listens to the projectors' notifications until the test ends and returns what
