@@ -13,6 +13,7 @@ type metrics struct {
 	partitions prometheus.Gauge
 	batchSize  prometheus.Histogram
 	batchTime  prometheus.Histogram
+	delay      prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, projection string) *metrics {
@@ -30,9 +31,14 @@ func newMetrics(reg prometheus.Registerer, projection string) *metrics {
 			Help: "Events per applied batch.", ConstLabels: l, Buckets: prometheus.ExponentialBuckets(1, 4, 6)}),
 		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_projector_batch_seconds",
 			Help: "Time to apply and commit a batch.", ConstLabels: l, Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10)}),
+		// How stale the read model is when an event reaches it: what a reader without a consistency
+		// token may see, and most of what one with a token waits.
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_projector_delay_seconds",
+			Help:        "Time from an event's commit in the event store to the commit that applied it to the read model.",
+			ConstLabels: l, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.applied, m.retries, m.parked, m.partitions, m.batchSize, m.batchTime)
+		reg.MustRegister(m.applied, m.retries, m.parked, m.partitions, m.batchSize, m.batchTime, m.delay)
 	}
 	return m
 }
@@ -40,4 +46,19 @@ func newMetrics(reg prometheus.Registerer, projection string) *metrics {
 func (m *metrics) observeBatch(n int, d time.Duration) {
 	m.batchSize.Observe(float64(n))
 	m.batchTime.Observe(d.Seconds())
+}
+
+// observeApplied counts the items of a committed batch that were applied, all but those in skipped,
+// and how long after their commit in the event store each was applied.
+func (m *metrics) observeApplied(items []item, skipped map[int]bool) {
+	now := time.Now()
+	for i, it := range items {
+		if skipped[i] {
+			continue
+		}
+		m.applied.Inc()
+		if !it.rec.RecordedAt.IsZero() {
+			m.delay.Observe(now.Sub(it.rec.RecordedAt).Seconds())
+		}
+	}
 }

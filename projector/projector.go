@@ -745,29 +745,30 @@ func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park 
 		if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
 			return nil, err
 		}
-		r.m.applied.Add(float64(len(apply)))
+		r.m.observeApplied(items, nil)
 		return apply, nil
 	}
 	var apply []events.Envelope
+	var skipped map[int]bool // items parked, not applied
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		blocked, err := r.blockedStreams(ctx, tx, items)
 		if err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
-		parked := 0
-		for _, it := range items {
+		apply, skipped = nil, map[int]bool{}
+		for i, it := range items {
 			stream := it.rec.Stream
 			switch {
 			case park:
 				queuePark(b, r.proj.Name(), it, "parked", it.err)
 				blocked[stream] = true
-				parked++
+				skipped[i] = true
 			case it.err != nil && it.rec.Stream == "":
 				return it.err // cannot even tell its stream: let the caller park it
 			case blocked[stream]:
 				queuePark(b, r.proj.Name(), it, "waiting", errors.New("waiting behind a parked event of its stream"))
-				parked++
+				skipped[i] = true
 			case it.err != nil:
 				return it.err
 			default:
@@ -781,16 +782,16 @@ func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park 
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		if parked > 0 {
-			p.mayBlock = true
-		}
-		r.m.parked.Add(float64(parked))
-		r.m.applied.Add(float64(len(apply)))
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	if len(skipped) > 0 {
+		p.mayBlock = true
+	}
+	r.m.parked.Add(float64(len(skipped)))
+	r.m.observeApplied(items, skipped)
 	return apply, nil
 }
 
