@@ -95,27 +95,47 @@ func (c *aggregateCache) stale() { c.lookups.WithLabelValues("stale").Inc() }
 // read, and those events. Starting from a new aggregate at version 0 it reads the whole stream. The
 // result is cached.
 func catchUp[A aggregate[A]](ctx context.Context, s *Service, stream string, snap snapshot[A]) (snapshot[A], []eventstore.RecordedEvent, error) {
-	const page = 1024
-	var records []eventstore.RecordedEvent
+	records, err := readAfter(ctx, s, stream, snap.version, nil, false)
+	if err != nil {
+		return snapshot[A]{}, nil, err
+	}
+	out, err := fold(s, stream, snap, records)
+	return out, records, err
+}
+
+// readPage is how many events one read of a stream returns at most.
+const readPage = 1024
+
+// readAfter returns the events of stream after version. With begun set, reading has begun: records
+// are the first of them, and it goes on only if they fill a page.
+func readAfter(ctx context.Context, s *Service, stream string, version uint64, records []eventstore.RecordedEvent, begun bool) ([]eventstore.RecordedEvent, error) {
+	if begun && len(records) < readPage {
+		return records, nil
+	}
 	for {
-		batch, err := s.store.ReadStream(ctx, stream, snap.version+uint64(len(records))+1, page)
+		batch, err := s.store.ReadStream(ctx, stream, version+uint64(len(records))+1, readPage)
 		if err != nil {
-			return snapshot[A]{}, nil, fmt.Errorf("load %s: %w", stream, err)
+			return nil, fmt.Errorf("load %s: %w", stream, err)
 		}
 		records = append(records, batch...)
-		if len(batch) < page {
-			break
+		if len(batch) < readPage {
+			return records, nil
 		}
 	}
+}
+
+// fold returns snap with records, the events of stream after its version, applied (to a clone) and
+// marked as read, and caches it.
+func fold[A aggregate[A]](s *Service, stream string, snap snapshot[A], records []eventstore.RecordedEvent) (snapshot[A], error) {
 	out := snapshot[A]{state: snap.state, version: snap.version, read: true}
 	if len(records) == 0 {
-		return out, nil, nil
+		return out, nil
 	}
 	out.state = snap.state.Clone()
 	for _, r := range records {
 		e, err := s.codec.Decode(r.Type, r.SchemaVersion, r.Data)
 		if err != nil {
-			return snapshot[A]{}, nil, fmt.Errorf("load %s: event %d: %w", stream, r.Version, err)
+			return snapshot[A]{}, fmt.Errorf("load %s: event %d: %w", stream, r.Version, err)
 		}
 		out.state.Apply(e)
 		out.version = r.Version
@@ -124,18 +144,37 @@ func catchUp[A aggregate[A]](ctx context.Context, s *Service, stream string, sna
 		s.cache.stale()
 	}
 	s.cache.put(stream, out.state, out.version)
-	return out, records, nil
+	return out, nil
 }
 
-// latest returns the current state of stream: the cached one brought up to date with what was
-// stored since (usually nothing, one cheap read), or the whole stream folded onto newState.
-func latest[A aggregate[A]](ctx context.Context, s *Service, stream string, newState A) (snapshot[A], error) {
-	snap, ok := cached[A](s.cache, stream)
-	if !ok {
-		snap = snapshot[A]{state: newState}
+// latest returns the current states of streams, aggregates of one type made by newState: the
+// cached ones brought up to date with what was stored since (usually nothing), the others folded
+// from their whole streams. One read serves all of them, unless a stream is a page or more behind.
+func latest[A aggregate[A]](ctx context.Context, s *Service, streams []string, newState func(stream string) A) (map[string]snapshot[A], error) {
+	snaps := make(map[string]snapshot[A], len(streams))
+	after := make(map[string]uint64, len(streams))
+	for _, stream := range streams {
+		snap, ok := cached[A](s.cache, stream)
+		if !ok {
+			snap = snapshot[A]{state: newState(stream)}
+		}
+		snaps[stream] = snap
+		after[stream] = snap.version
 	}
-	snap, _, err := catchUp(ctx, s, stream, snap)
-	return snap, err
+	read, err := eventstore.ReadStreams(ctx, s.store, after, readPage)
+	if err != nil {
+		return nil, fmt.Errorf("load %d streams: %w", len(streams), err)
+	}
+	for stream, snap := range snaps {
+		records, err := readAfter(ctx, s, stream, snap.version, read[stream], true)
+		if err != nil {
+			return nil, err
+		}
+		if snaps[stream], err = fold(s, stream, snap, records); err != nil {
+			return nil, err
+		}
+	}
+	return snaps, nil
 }
 
 // advanced returns snap's state with evs applied, at version.

@@ -129,40 +129,53 @@ const maxPricedLines = 100
 // any spelling the client uses names the product's stream.
 func (s *Service) priceLines(ctx context.Context, po PlaceOrder) (order.Place, error) {
 	place := order.Place{CustomerID: po.CustomerID, CustomerName: po.CustomerName, CustomerEmail: po.CustomerEmail, CallbackURL: po.CallbackURL}
+	// Each line's product stream; "" for lines the order aggregate reports, and for ids that name no
+	// product.
+	streams := make([]string, len(po.Lines))
+	var lookup []string
+	for i, l := range po.Lines {
+		place.Lines = append(place.Lines, order.Line{ProductID: l.ProductID, Quantity: l.Quantity})
+		id := strings.TrimSpace(l.ProductID)
+		if u, err := uuid.Parse(id); err == nil && len(po.Lines) <= maxPricedLines {
+			place.Lines[i].ProductID = u.String()
+			streams[i] = events.StreamName(events.ProductAggregate, u.String())
+			lookup = append(lookup, streams[i])
+		}
+	}
+	// The products' latest states, not merely the cached ones: nothing appended to the products'
+	// streams checks the prices the order was decided with.
+	products, err := latest(ctx, s, lookup, func(stream string) *product.Product {
+		_, id, _ := events.SplitStream(stream)
+		return product.New(id)
+	})
+	if err != nil {
+		return order.Place{}, err
+	}
+
 	var problems []domain.FieldProblem
 	for i, l := range po.Lines {
 		field := fmt.Sprintf("lines[%d].product_id", i)
-		line := order.Line{ProductID: l.ProductID, Quantity: l.Quantity}
-		u, uerr := uuid.Parse(strings.TrimSpace(l.ProductID))
-		switch {
-		case strings.TrimSpace(l.ProductID) == "" || len(po.Lines) > maxPricedLines:
-			// The order aggregate reports these.
-		case uerr != nil:
-			problems = append(problems, domain.FieldProblem{Field: field, Message: "no such product"})
-		default:
-			line.ProductID = u.String()
-			// The product's latest state, not merely the cached one: nothing appended to the
-			// product's stream checks the price the order was decided with.
-			snap, err := latest(ctx, s, events.StreamName(events.ProductAggregate, line.ProductID), product.New(line.ProductID))
-			if err != nil {
-				return order.Place{}, err
-			}
-			p := snap.state
-			switch {
-			case !p.Exists():
+		if streams[i] == "" {
+			if strings.TrimSpace(l.ProductID) != "" && len(po.Lines) <= maxPricedLines {
 				problems = append(problems, domain.FieldProblem{Field: field, Message: "no such product"})
-			case p.Discontinued():
-				problems = append(problems, domain.FieldProblem{Field: field, Message: "product is discontinued"})
-			default:
-				line.SKU, line.Name, line.UnitPriceCents = p.SKU(), p.Name(), p.PriceCents()
-				if place.Currency == "" {
-					place.Currency = p.Currency()
-				} else if place.Currency != p.Currency() {
-					problems = append(problems, domain.FieldProblem{Field: field, Message: "priced in " + p.Currency() + ", the order is in " + place.Currency})
-				}
+			}
+			continue
+		}
+		p := products[streams[i]].state
+		switch {
+		case !p.Exists():
+			problems = append(problems, domain.FieldProblem{Field: field, Message: "no such product"})
+		case p.Discontinued():
+			problems = append(problems, domain.FieldProblem{Field: field, Message: "product is discontinued"})
+		default:
+			line := &place.Lines[i]
+			line.SKU, line.Name, line.UnitPriceCents = p.SKU(), p.Name(), p.PriceCents()
+			if place.Currency == "" {
+				place.Currency = p.Currency()
+			} else if place.Currency != p.Currency() {
+				problems = append(problems, domain.FieldProblem{Field: field, Message: "priced in " + p.Currency() + ", the order is in " + place.Currency})
 			}
 		}
-		place.Lines = append(place.Lines, line)
 	}
 
 	// Validate the rest of the order as the aggregate will, so that every problem is reported at once.

@@ -174,6 +174,34 @@ type Store interface {
 	Close()
 }
 
+// StreamsReader is implemented by stores that can read the ends of many streams in one request.
+// Use it through [ReadStreams].
+type StreamsReader interface {
+	// ReadStreams returns, for every stream of after, up to max of its events with versions above
+	// after[stream], in version order. Streams without such events, including streams that do not
+	// exist, are absent from the result.
+	ReadStreams(ctx context.Context, after map[string]uint64, max int) (map[string][]RecordedEvent, error)
+}
+
+// ReadStreams returns what [StreamsReader.ReadStreams] does: in one request when s is a
+// StreamsReader, with one [Store.ReadStream] per stream otherwise.
+func ReadStreams(ctx context.Context, s Store, after map[string]uint64, max int) (map[string][]RecordedEvent, error) {
+	if r, ok := s.(StreamsReader); ok {
+		return r.ReadStreams(ctx, after, max)
+	}
+	out := make(map[string][]RecordedEvent, len(after))
+	for stream, version := range after {
+		evs, err := s.ReadStream(ctx, stream, version+1, max)
+		if err != nil {
+			return nil, err
+		}
+		if len(evs) > 0 {
+			out[stream] = evs
+		}
+	}
+	return out, nil
+}
+
 // Counter is implemented by stores that can count the events of the global log after a position,
 // which the relay and projectors report as their lag. Counting stops at limit.
 type Counter interface {

@@ -343,6 +343,39 @@ func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion uint6
 	return evs, nil
 }
 
+// ReadStreams implements [eventstore.StreamsReader]: one statement for all the streams.
+func (s *Store) ReadStreams(ctx context.Context, after map[string]uint64, max int) (map[string][]eventstore.RecordedEvent, error) {
+	if len(after) == 0 {
+		return map[string][]eventstore.RecordedEvent{}, nil
+	}
+	streams := make([]string, 0, len(after))
+	versions := make([]int64, 0, len(after))
+	for stream, v := range after {
+		streams = append(streams, stream)
+		versions = append(versions, int64(v))
+	}
+	rows, err := s.pool.Query(ctx, selectEventColumns+`
+		FROM unnest($1::text[], $2::bigint[]) AS s(stream, after)
+		CROSS JOIN LATERAL (
+			SELECT * FROM events
+			WHERE stream_id = s.stream AND version > s.after
+			ORDER BY version
+			LIMIT $3) AS e
+		ORDER BY e.stream_id, e.version`, streams, versions, max)
+	if err != nil {
+		return nil, fmt.Errorf("read %d streams: %w", len(after), err)
+	}
+	evs, err := collect(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read %d streams: %w", len(after), err)
+	}
+	out := map[string][]eventstore.RecordedEvent{}
+	for _, e := range evs {
+		out[e.Stream] = append(out[e.Stream], e)
+	}
+	return out, nil
+}
+
 // ReadAll implements [eventstore.Store.ReadAll]. See the package comment for why it filters on xmin.
 func (s *Store) ReadAll(ctx context.Context, from events.Position, max int) ([]eventstore.RecordedEvent, error) {
 	rows, err := s.pool.Query(ctx, selectEvents+`
@@ -363,10 +396,13 @@ func (s *Store) ReadAll(ctx context.Context, from events.Position, max int) ([]e
 // selectEvents names every column through the table alias and renames the converted ones: a bare
 // ORDER BY transaction_id would bind to an output column called transaction_id before the table's,
 // and sort transaction ids as text ("100001" before "99997").
-const selectEvents = `
-	SELECT e.event_id::text AS event_id_text, e.stream_id, e.version, e.transaction_id::text AS commit_text,
-	       e.position, e.type, e.schema_version, e.data, e.metadata, e.occurred_at, e.recorded_at
+const selectEvents = selectEventColumns + `
 	FROM events e`
+
+// selectEventColumns is selectEvents without its FROM, for rows of events called e found otherwise.
+const selectEventColumns = `
+	SELECT e.event_id::text AS event_id_text, e.stream_id, e.version, e.transaction_id::text AS commit_text,
+	       e.position, e.type, e.schema_version, e.data, e.metadata, e.occurred_at, e.recorded_at`
 
 func collect(rows pgx.Rows) ([]eventstore.RecordedEvent, error) {
 	var out []eventstore.RecordedEvent

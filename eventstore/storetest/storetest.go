@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ReusedEventIDIsRefused", testReusedEventID},
 		{"InvalidAppend", testInvalidAppend},
 		{"ReadStreamPaging", testReadStreamPaging},
+		{"ReadStreams", testReadStreams},
 		{"ReadAllOrderAndPaging", testReadAll},
 		{"ConcurrentAppendsToOneStream", testConcurrentAppends},
 		{"SubscribeBacklogThenLive", testSubscribe},
@@ -239,6 +240,37 @@ func testReadStreamPaging(t *testing.T, s eventstore.Store) {
 	require.Len(t, got, 3)
 	require.Equal(t, []uint64{4, 5, 6}, []uint64{got[0].Version, got[1].Version, got[2].Version})
 	got, err = s.ReadStream(ctx, stream, 11, 3)
+	require.NoError(t, err)
+	require.Empty(t, got)
+}
+
+// testReadStreams reads the ends of several streams at once, through the store's own
+// eventstore.StreamsReader if it has one.
+func testReadStreams(t *testing.T, s eventstore.Store) {
+	ctx := t.Context()
+	long, short, missing := StreamName("order"), StreamName("order"), StreamName("order")
+	_, err := s.Append(ctx, long, eventstore.NoStream, NewEvents(1, 10))
+	require.NoError(t, err)
+	_, err = s.Append(ctx, short, eventstore.NoStream, NewEvents(1, 2))
+	require.NoError(t, err)
+
+	got, err := eventstore.ReadStreams(ctx, s, map[string]uint64{long: 6, short: 2, missing: 0}, 3)
+	require.NoError(t, err)
+	require.Len(t, got, 1, "streams without newer events are absent")
+	require.Len(t, got[long], 3)
+	for i, e := range got[long] {
+		require.Equal(t, long, e.Stream)
+		require.Equal(t, uint64(7+i), e.Version)
+		require.JSONEq(t, string(NewEvent(7+i).Data), string(e.Data))
+	}
+
+	got, err = eventstore.ReadStreams(ctx, s, map[string]uint64{long: 0, short: 1}, 100)
+	require.NoError(t, err)
+	require.Len(t, got[long], 10)
+	require.Len(t, got[short], 1)
+	require.Equal(t, uint64(2), got[short][0].Version)
+
+	got, err = eventstore.ReadStreams(ctx, s, nil, 10)
 	require.NoError(t, err)
 	require.Empty(t, got)
 }
