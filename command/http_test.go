@@ -682,6 +682,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	require.True(t, strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain"), r.Header.Get("Content-Type"))
 	require.Contains(t, string(r.Body), `strata_http_requests_total{method="POST",route="/v1/products",service="command",status="201"} 1`)
 	require.Contains(t, string(r.Body), `strata_command_appends_total{aggregate="product"} 1`)
+	require.Contains(t, string(r.Body), `strata_command_aggregate_cache_total{result="miss"} 1`, "the new product's stream")
 	require.Contains(t, string(r.Body), `strata_http_requests_total{method="POST",route="unmatched",service="command",status="404"} 1`)
 
 	down, _ := h.server(config{handler: command.HandlerOptions{Ready: []platform.Check{

@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-dev/strata/command"
@@ -77,17 +79,17 @@ func newPipeline(t *testing.T, projections ...projector.Projection) *pipeline {
 	svc := command.NewService(store, codec, command.NewPostgresSKUs(pool), command.Options{})
 	p := &pipeline{pool: pool, store: store, codec: codec, svc: svc, js: js, nc: nc, ctx: ctx, running: &wg}
 	for _, proj := range projections {
-		p.startProjector(t, proj)
+		p.startProjector(t, proj, nil)
 	}
 	return p
 }
 
-// startProjector runs a projector of proj until the test ends.
-func (p *pipeline) startProjector(t *testing.T, proj projector.Projection) {
+// startProjector runs a projector of proj until the test ends; reg, if not nil, receives its metrics.
+func (p *pipeline) startProjector(t *testing.T, proj projector.Projection, reg prometheus.Registerer) {
 	t.Helper()
 	r, err := projector.NewRunner(p.pool, p.nc, p.codec, proj, projector.Config{Stream: streamName, SubjectPrefix: prefix,
 		Partitions: partitions, MaxAttempts: 3, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond},
-		slog.New(slog.DiscardHandler), nil)
+		slog.New(slog.DiscardHandler), reg)
 	require.NoError(t, err)
 	p.running.Go(func() { _ = r.Run(p.ctx) })
 }
@@ -344,12 +346,37 @@ func TestTakingAPartitionAnnouncesTheNameAlone(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t)
 	announced := listenProgress(t, p.pool)
-	p.startProjector(t, rmpg.Products{})
+	p.startProjector(t, rmpg.Products{}, nil)
 	require.Eventually(t, func() bool {
 		return slices.ContainsFunc(announced(), func(pr consistency.Progress) bool {
 			return pr.Projection == "products" && len(pr.Streams) == 0
 		})
 	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// TestProjectorMetrics: applied events are counted, with how long after their commit in the event
+// store they were applied.
+func TestProjectorMetrics(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t)
+	reg := prometheus.NewRegistry()
+	p.startProjector(t, rmpg.Products{}, reg)
+	workload(t, p.svc, 3, 0)
+	p.waitApplied(t, "products", events.ProductAggregate)
+	var n int
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT count(*) FROM events WHERE stream_id LIKE 'product-%'`).Scan(&n))
+
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	got := map[string]*dto.Metric{}
+	for _, f := range families {
+		got[f.GetName()] = f.GetMetric()[0]
+	}
+	require.Equal(t, float64(n), got["strata_projector_applied_total"].GetCounter().GetValue())
+	delay := got["strata_projector_delay_seconds"].GetHistogram()
+	require.Equal(t, uint64(n), delay.GetSampleCount())
+	require.Positive(t, delay.GetSampleSum())
+	require.Less(t, delay.GetSampleSum()/float64(n), 30.0, "seconds, on average: the delay of a test's events")
 }
 
 // listenProgress listens to the projectors' notifications until the test ends and returns what
