@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-dev/strata/bench"
@@ -121,4 +124,34 @@ func TestSearch(t *testing.T) {
 		require.Contains(t, kind, " read: status 503")
 	}
 	require.Contains(t, res.String(), "did not hold")
+}
+
+func TestScrapeHistograms(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	delay := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "delay_seconds", Buckets: []float64{0.001, 0.01, 0.1}},
+		[]string{"projection"})
+	reg.MustRegister(delay)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	scrape := func() map[string]bench.Histogram {
+		h, err := bench.ScrapeHistograms(t.Context(), srv.Client(), srv.URL, "delay_seconds", "projection")
+		require.NoError(t, err)
+		return h
+	}
+
+	delay.WithLabelValues("orders").Observe(0.5) // before: not counted
+	before := scrape()
+	for range 98 {
+		delay.WithLabelValues("orders").Observe(0.0005)
+	}
+	delay.WithLabelValues("orders").Observe(0.05)
+	delay.WithLabelValues("orders").Observe(0.2)
+	h := scrape()["orders"].Since(before["orders"])
+	require.Equal(t, uint64(100), h.Count())
+	require.Equal(t, time.Millisecond, h.Quantile(0.5))
+	require.Equal(t, time.Millisecond, h.Quantile(0.98))
+	require.Equal(t, 100*time.Millisecond, h.Quantile(0.99))
+	require.Equal(t, time.Duration(math.MaxInt64), h.Quantile(1), "beyond the last bound")
+	require.Empty(t, scrape()["products"].Counts)
+	require.Zero(t, scrape()["products"].Quantile(0.5))
 }

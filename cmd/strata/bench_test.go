@@ -3,8 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -47,11 +49,23 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 	b.Run(fmt.Sprintf("rate=%.0f", rate), func(b *testing.B) {
 		var res bench.Result
+		var delays map[string]bench.Histogram
 		for range b.N {
+			before := projectorDelays(b, target)
 			res, err = bench.Run(b.Context(), target, cat, bench.Config{Rate: rate, Duration: duration, Warmup: warmup})
 			require.NoError(b, err)
+			delays = projectorDelays(b, target)
+			for p, h := range delays {
+				delays[p] = h.Since(before[p])
+			}
 		}
 		b.Logf("\n%s", res)
+		// Where write-to-visible goes: the projector's share, from each event's commit to the commit
+		// applying it (warm-up included; bucket bounds, not exact figures).
+		for _, p := range slices.Sorted(maps.Keys(delays)) {
+			h := delays[p]
+			b.Logf("projector %-8s delay p50 <= %s  p99 <= %s  (n=%d)", p, h.Quantile(0.5), h.Quantile(0.99), h.Count())
+		}
 		if testing.Verbose() { // benchmark logs are cut to a few lines otherwise
 			b.Logf("second by second:\n%s", res.Timeline())
 		}
@@ -107,6 +121,14 @@ func waitCaughtUp(b *testing.B, admin string) {
 		}
 		return true
 	}, 60*time.Second, 20*time.Millisecond, "the projections should catch up")
+}
+
+// projectorDelays scrapes strata_projector_delay_seconds per projection from the query service's
+// metrics, which strata dev serves from one registry.
+func projectorDelays(b *testing.B, target *bench.Target) map[string]bench.Histogram {
+	h, err := bench.ScrapeHistograms(b.Context(), http.DefaultClient, target.QueryURL+"/metrics", "strata_projector_delay_seconds", "projection")
+	require.NoError(b, err)
+	return h
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
