@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strata-dev/strata/internal/platform"
 )
 
 type metrics struct {
@@ -32,12 +34,10 @@ func newMetrics(reg prometheus.Registerer, projection string) *metrics {
 		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_projector_batch_seconds",
 			Help: "Time to apply and commit a batch.", ConstLabels: l, Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10)}),
 		// How stale the read model is when an event reaches it: what a reader without a consistency
-		// token may see, and most of what one with a token waits. Fine buckets in the milliseconds
-		// where a live projector is, coarse ones up to the minutes of a catch-up.
+		// token may see, and most of what one with a token waits.
 		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_projector_delay_seconds",
 			Help:        "Time from an event's commit in the event store to the commit that applied it to the read model.",
-			ConstLabels: l, Buckets: []float64{0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
-				0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300}}),
+			ConstLabels: l, Buckets: platform.DelayBuckets()}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.applied, m.retries, m.parked, m.partitions, m.batchSize, m.batchTime, m.delay)

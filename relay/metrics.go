@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-dev/strata/eventstore"
+	"github.com/strata-dev/strata/internal/platform"
 )
 
 type metrics struct {
@@ -16,6 +17,7 @@ type metrics struct {
 	leader     prometheus.Gauge
 	lagEvents  prometheus.Gauge
 	lagSeconds prometheus.Gauge
+	delay      prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,9 +34,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "strata_relay_lag_events", Help: "Committed events not yet acknowledged by JetStream (counted up to 1,000,000)."}),
 		lagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "strata_relay_lag_seconds", Help: "Age of the last acknowledged event while there is lag; 0 when caught up."}),
+		// The relay's share of the projector's delay: waiting for older transactions to end (see
+		// eventstore.Store.ReadAll), reading, and JetStream storing.
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "strata_relay_delay_seconds",
+			Help:    "Time from an event's commit in the event store to JetStream's acknowledgement of its publish.",
+			Buckets: platform.DelayBuckets()}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.published, m.errors, m.restarts, m.leader, m.lagEvents, m.lagSeconds)
+		reg.MustRegister(m.published, m.errors, m.restarts, m.leader, m.lagEvents, m.lagSeconds, m.delay)
 	}
 	return m
 }

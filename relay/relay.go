@@ -227,6 +227,9 @@ func (r *Relay) trackAcks(ctx context.Context, cancel context.CancelCauseFunc, i
 			r.acked = p.e
 			r.mu.Unlock()
 			r.m.published.Inc()
+			if !p.e.RecordedAt.IsZero() {
+				r.m.delay.Observe(time.Since(p.e.RecordedAt).Seconds())
+			}
 		case err := <-p.ack.Err():
 			r.m.errors.Inc()
 			cancel(fmt.Errorf("publish %s (position %s): %w", p.e.ID, p.e.Position, err))

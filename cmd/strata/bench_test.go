@@ -51,20 +51,21 @@ func BenchmarkEndToEnd(b *testing.B) {
 		var res bench.Result
 		var delays map[string]bench.Histogram
 		for range b.N {
-			before := projectorDelays(b, target)
+			before := pipelineDelays(b, target)
 			res, err = bench.Run(b.Context(), target, cat, bench.Config{Rate: rate, Duration: duration, Warmup: warmup})
 			require.NoError(b, err)
-			delays = projectorDelays(b, target)
+			delays = pipelineDelays(b, target)
 			for p, h := range delays {
 				delays[p] = h.Since(before[p])
 			}
 		}
 		b.Logf("\n%s", res)
-		// Where write-to-visible goes: the projector's share, from each event's commit to the commit
-		// applying it (warm-up included; bucket bounds, not exact figures).
+		// Where write-to-visible goes: from each event's commit to JetStream's acknowledgement of its
+		// publish (relay), and to the commit applying it (projector ...). Warm-up included; bucket
+		// bounds, not exact figures.
 		for _, p := range slices.Sorted(maps.Keys(delays)) {
 			h := delays[p]
-			b.Logf("projector %-8s delay p50 <= %s  p99 <= %s  (n=%d)", p, h.Quantile(0.5), h.Quantile(0.99), h.Count())
+			b.Logf("%-18s delay p50 <= %s  p99 <= %s  (n=%d)", p, h.Quantile(0.5), h.Quantile(0.99), h.Count())
 		}
 		if testing.Verbose() { // benchmark logs are cut to a few lines otherwise
 			b.Logf("second by second:\n%s", res.Timeline())
@@ -123,12 +124,19 @@ func waitCaughtUp(b *testing.B, admin string) {
 	}, 60*time.Second, 20*time.Millisecond, "the projections should catch up")
 }
 
-// projectorDelays scrapes strata_projector_delay_seconds per projection from the query service's
-// metrics, which strata dev serves from one registry.
-func projectorDelays(b *testing.B, target *bench.Target) map[string]bench.Histogram {
-	h, err := bench.ScrapeHistograms(b.Context(), http.DefaultClient, target.QueryURL+"/metrics", "strata_projector_delay_seconds", "projection")
+// pipelineDelays scrapes the relay's and the projectors' delay histograms from the query service's
+// metrics (strata dev serves all from one registry), keyed "relay" and "projector <projection>".
+func pipelineDelays(b *testing.B, target *bench.Target) map[string]bench.Histogram {
+	url := target.QueryURL + "/metrics"
+	projectors, err := bench.ScrapeHistograms(b.Context(), http.DefaultClient, url, "strata_projector_delay_seconds", "projection")
 	require.NoError(b, err)
-	return h
+	relay, err := bench.ScrapeHistograms(b.Context(), http.DefaultClient, url, "strata_relay_delay_seconds", "")
+	require.NoError(b, err)
+	out := map[string]bench.Histogram{"relay": relay[""]}
+	for p, h := range projectors {
+		out["projector "+p] = h
+	}
+	return out
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
