@@ -163,6 +163,7 @@ func runServices(ctx context.Context, cfg config, log *slog.Logger, services ...
 func openNATS(ctx context.Context, cfg config, log *slog.Logger) (nc *nats.Conn, shutdown func(), err error) {
 	urls := cfg.NATSURLs
 	stopServer := func() {}
+	var inProcess nats.InProcessConnProvider
 	if len(urls) == 0 {
 		ns, err := broker.StartEmbedded(broker.EmbeddedConfig{
 			StoreDir:     filepath.Join(cfg.DataDir, "nats"),
@@ -175,12 +176,13 @@ func openNATS(ctx context.Context, cfg config, log *slog.Logger) (nc *nats.Conn,
 			return nil, nil, err
 		}
 		stopServer = ns.Shutdown
-		urls = []string{ns.ClientURL()}
+		urls = []string{ns.ClientURL()} // for other processes; this one connects in memory
+		inProcess = ns.Server
 		log.Info("listening", "service", "nats (embedded)", "addr", ns.ClientURL(), "store", filepath.Join(cfg.DataDir, "nats"))
 	}
 	nc, err = broker.Connect(ctx, broker.ConnectConfig{
 		URLs: urls, Name: "strata", CredsFile: cfg.NATSCreds,
-		TLSCA: cfg.NATSTLSCA, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey,
+		TLSCA: cfg.NATSTLSCA, TLSCert: cfg.NATSTLSCert, TLSKey: cfg.NATSTLSKey, InProcess: inProcess,
 	}, log.With("component", "nats"))
 	if err != nil {
 		stopServer()
