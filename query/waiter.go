@@ -20,9 +20,16 @@ import (
 	"github.com/strata-dev/strata/internal/problem"
 )
 
-// keepalive is how long the LISTEN connection may stay silent before the [Waiter] pings it, so that a
-// connection that died without a word is noticed and replaced.
+// keepalive is the longest the LISTEN connection may stay silent before the [Waiter] pings it, so that
+// a connection that died without a word is noticed and replaced. It is shorter when the recheck
+// interval is: remembered versions are only trusted while the connection has shown itself alive
+// within that interval.
 const keepalive = 15 * time.Second
+
+// knownFor is how long a remembered version is trusted. Versions only rise while every change is
+// announced; the bound limits the harm of a change that breaks that rule (projection_streams
+// lowered by hand while the service runs).
+const knownFor = time.Minute
 
 // checkTimeout bounds one look at a projection's progress on behalf of its waiting requests, so that
 // a stuck connection cannot hold back every later look at that projection.
@@ -55,8 +62,9 @@ type Waiter struct {
 	registry map[string]*projectionWaits // per projection with waiting requests
 	// known holds, per projection, stream versions it is known to have applied at least. It is kept
 	// only while trusting: while LISTEN holds, every announcement since known was last cleared arrives.
-	known    map[string]*simplelru.LRU[string, uint64]
+	known    map[string]*simplelru.LRU[string, knownVersion]
 	trusting bool
+	heard    time.Time // when the LISTEN connection last proved alive: a notification or a ping
 	// epoch counts the clearings of known: what a look begun in an earlier epoch found is not
 	// recorded, as announcements missed before the clearing may have come after its snapshot.
 	epoch uint64
@@ -133,7 +141,7 @@ func NewWaiter(pool *pgxpool.Pool, log *slog.Logger, opts ...WaiterOption) *Wait
 		log:      log.With("component", "projection-waiter"),
 		recheck:  time.Second,
 		registry: map[string]*projectionWaits{},
-		known:    map[string]*simplelru.LRU[string, uint64]{},
+		known:    map[string]*simplelru.LRU[string, knownVersion]{},
 		stopped:  make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -197,15 +205,17 @@ func (w *Waiter) listen(ctx context.Context, retry *backoff.Backoff) error {
 	w.mu.Lock()
 	w.forget("")
 	w.trusting = true
+	w.heard = time.Now()
 	w.mu.Unlock()
 	w.wakeAll()
 	for {
-		waitCtx, cancel := context.WithTimeout(ctx, keepalive)
+		waitCtx, cancel := context.WithTimeout(ctx, min(keepalive, w.recheck))
 		n, err := conn.WaitForNotification(waitCtx)
 		idle := waitCtx.Err() != nil
 		cancel()
 		switch {
 		case err == nil:
+			w.alive()
 			w.progressed(n.Payload)
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -216,6 +226,7 @@ func (w *Waiter) listen(ctx context.Context, retry *backoff.Backoff) error {
 			if err != nil {
 				return fmt.Errorf("ping listen connection: %w", err)
 			}
+			w.alive()
 		default:
 			return fmt.Errorf("wait for notification: %w", err)
 		}
@@ -536,20 +547,36 @@ func (w *Waiter) wakeAll() {
 
 // recall notes in req the versions remembered of projection's streams. It reports whether they show
 // every stream of req applied, and whether every stream of req is remembered: then the
-// announcements still to come tell the rest, and a look would find nothing more. Call it with w.mu
+// announcements still to come tell the rest, and a look would find nothing more. Nothing is
+// remembered while the LISTEN connection has not proved alive within the recheck interval (a
+// connection that died silently delivers nothing), nor for longer than knownFor. Call it with w.mu
 // held.
 func (w *Waiter) recall(projection string, req *waitRequest) (all, known bool) {
 	versions, ok := w.known[projection]
-	if !ok {
+	now := time.Now()
+	if !ok || now.Sub(w.heard) > w.recheck {
 		return false, false
 	}
 	found := make(map[string]uint64, len(req.names))
 	for _, s := range req.names {
-		if v, ok := versions.Get(s); ok {
-			found[s] = v
+		if v, ok := versions.Get(s); ok && now.Sub(v.learned) <= knownFor {
+			found[s] = v.version
 		}
 	}
 	return req.note(found), len(found) == len(req.names)
+}
+
+// knownVersion is a version a projection is known to have applied at least, and since when.
+type knownVersion struct {
+	version uint64
+	learned time.Time
+}
+
+// alive records that the LISTEN connection works.
+func (w *Waiter) alive() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.heard = time.Now()
 }
 
 // learn remembers that projection has applied at least the given versions, unless known was cleared
@@ -560,14 +587,15 @@ func (w *Waiter) learn(projection string, applied map[string]uint64, epoch uint6
 	}
 	versions, ok := w.known[projection]
 	if !ok {
-		versions, _ = simplelru.NewLRU[string, uint64](knownStreams, nil) // fails only for a size below 1
+		versions, _ = simplelru.NewLRU[string, knownVersion](knownStreams, nil) // fails only for a size below 1
 		w.known[projection] = versions
 	}
+	now := time.Now()
 	for s, v := range applied {
-		if old, ok := versions.Peek(s); ok && old >= v {
+		if old, ok := versions.Peek(s); ok && old.version >= v && now.Sub(old.learned) <= knownFor {
 			continue
 		}
-		versions.Add(s, v)
+		versions.Add(s, knownVersion{version: v, learned: now})
 	}
 }
 

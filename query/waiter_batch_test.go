@@ -97,7 +97,8 @@ func (f *batchFixture) remembered(projection, stream string) (uint64, bool) {
 	if !ok {
 		return 0, false
 	}
-	return versions.Peek(stream)
+	v, ok := versions.Peek(stream)
+	return v.version, ok
 }
 
 // listenPID returns the backend pid of the Waiter's LISTEN connection, 0 if there is none.
@@ -437,4 +438,42 @@ func TestWaiterForgetsWhatItMayHaveMissed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // well within the minute's recheck
 	defer cancel()
 	require.NoError(t, f.w.Wait(ctx, products, map[string]uint64{s: 2}))
+}
+
+// TestWaiterTrustsOnlyWhatIsFresh: remembered versions are not used once the LISTEN connection has
+// not been heard from within the recheck interval (it may have died silently, delivering nothing),
+// nor once they are older than knownFor. The request then looks.
+func TestWaiterTrustsOnlyWhatIsFresh(t *testing.T) {
+	f := newBatchFixture(t, time.Minute)
+	products := projectionName("products")
+	s := streams(1)[0]
+	f.apply(products, 1, s)
+	f.announce(products, s, 1)
+	require.Eventually(t, func() bool { _, ok := f.remembered(products, s); return ok }, 10*time.Second, time.Millisecond)
+
+	// age makes the last sign of life of the LISTEN connection, and what is remembered of s, older.
+	age := func(heard, learned time.Duration) {
+		f.w.mu.Lock()
+		defer f.w.mu.Unlock()
+		f.w.heard = time.Now().Add(-heard)
+		versions := f.w.known[products]
+		v, ok := versions.Peek(s)
+		require.True(t, ok)
+		v.learned = time.Now().Add(-learned)
+		versions.Add(s, v)
+	}
+	// waitFor waits for s@version for less than the minute's recheck: only a look can end it in time.
+	waitFor := func(version uint64) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		return f.w.Wait(ctx, products, map[string]uint64{s: version})
+	}
+
+	f.apply(products, 2, s) // its announcement is lost
+	age(2*time.Minute, 0)
+	require.NoError(t, waitFor(2), "a connection not heard from is trusted")
+
+	f.apply(products, 3, s) // its announcement is lost too
+	age(0, 2*knownFor)
+	require.NoError(t, waitFor(3), "a version remembered too long is trusted")
 }

@@ -24,9 +24,10 @@ const maxProgressPayload = 7000
 //
 // Readers rely on this: every commit that raises a projection's versions is followed by an
 // announcement of those versions or by one of the projection's name alone. Whatever changes
-// projection_streams outside a projector's announced batches (a dead letter retried, a projection
-// reset) announces the name alone; so does a projector when it starts, for the announcements a
-// crash may have cost.
+// projection_streams outside a projector's announced batches must announce the name alone, as a
+// dead letter's retry does; so does a projector when it takes a partition, for the announcements a
+// crash may have cost. Lowering a version while readers run breaks the rule (readers may trust a
+// higher version they remember for up to a minute): a rebuild must announce the name alone too.
 type Progress struct {
 	Projection string
 	Streams    map[string]uint64
