@@ -178,10 +178,19 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("projector %s: %w", r.proj.Name(), err)
 	}
 	var notifying sync.WaitGroup
-	defer notifying.Wait()
 	nctx, stopNotifying := context.WithCancel(ctx)
-	defer stopNotifying()
 	notifying.Go(func() { r.notifier(nctx) })
+	defer func() {
+		stopNotifying()
+		notifying.Wait()
+		// The partitions have stopped: announce their last commits, which the query service would
+		// otherwise only learn of from its recheck.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := r.sendNotification(fctx); err != nil {
+			r.log.Debug("last notification failed", "err", err)
+		}
+	}()
 	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	for ctx.Err() == nil {
 		started := time.Now()
@@ -664,11 +673,12 @@ func (r *Runner) announceTakeover() {
 //
 // The notification carries the stream versions committed since the previous one (see
 // consistency.Progress), so that the query service can tell the requests waiting for them without
-// looking them up; when they do not fit in one, they are split among several. A notification that fails is sent again, with capped backoff, together with
-// whatever was committed meanwhile: the query service trusts that every commit is announced. A
-// notification lost to a crash just after a commit is made up for by the name alone, sent by
-// whichever process takes the partition next, and costs waiting requests at most their recheck
-// interval (query.WithRecheckInterval), never a stale read.
+// looking them up; when they do not fit in one, they are split among several. A notification that
+// fails is sent again, with capped backoff, together with whatever was committed meanwhile; [Runner.Run]
+// sends a last one when the partitions have stopped: the query service trusts that every commit is
+// announced. A notification lost to a crash just after a commit is made up for by the name alone,
+// sent by whichever process takes the partition next, and costs waiting requests at most their
+// recheck interval (query.WithRecheckInterval), never a stale read.
 func (r *Runner) notifier(ctx context.Context) {
 	retry := backoff.New(r.cfg.RetryMin, r.cfg.RetryMax)
 	for {
@@ -677,22 +687,7 @@ func (r *Runner) notifier(ctx context.Context) {
 			return
 		case <-r.notifyReq:
 		}
-		r.announceMu.Lock()
-		streams, reset := r.announced, r.reset
-		r.announced, r.reset = nil, false
-		r.announceMu.Unlock()
-		if !reset && len(streams) == 0 {
-			// Sent with an earlier notification, or nothing was applied. The name alone would make
-			// the query service forget what it knows.
-			continue
-		}
-		p := consistency.Progress{Projection: r.proj.Name()}
-		if !reset {
-			p.Streams = streams
-		}
-		// One statement for however many notifications the versions need: their order does not matter.
-		_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true),
-			(SELECT count(pg_notify(`+consistency.ProgressChannelSQL+`, payload)) FROM unnest($1::text[]) AS payload)`, p.Payloads())
+		err := r.sendNotification(ctx)
 		if err == nil {
 			retry.Reset()
 			continue
@@ -701,15 +696,39 @@ func (r *Runner) notifier(ctx context.Context) {
 			return
 		}
 		r.log.Debug("notify after commit failed; sending it again", "err", err)
-		r.announce(streams)
-		if reset {
-			r.announceTakeover()
-		}
 		if retry.Wait(ctx) != nil {
 			return
 		}
 		r.requestNotification()
 	}
+}
+
+// sendNotification announces what was committed since the last notification, if anything. When it
+// fails, what it was to announce goes with the next one.
+func (r *Runner) sendNotification(ctx context.Context) error {
+	r.announceMu.Lock()
+	streams, reset := r.announced, r.reset
+	r.announced, r.reset = nil, false
+	r.announceMu.Unlock()
+	if !reset && len(streams) == 0 {
+		// Sent with an earlier notification, or nothing was applied. The name alone would make the
+		// query service forget what it knows.
+		return nil
+	}
+	p := consistency.Progress{Projection: r.proj.Name()}
+	if !reset {
+		p.Streams = streams
+	}
+	// One statement for however many notifications the versions need: their order does not matter.
+	_, err := r.pool.Exec(ctx, `SELECT set_config('synchronous_commit', 'off', true),
+		(SELECT count(pg_notify(`+consistency.ProgressChannelSQL+`, payload)) FROM unnest($1::text[]) AS payload)`, p.Payloads())
+	if err != nil {
+		r.announceMu.Lock()
+		r.reset = r.reset || reset
+		r.announceMu.Unlock()
+		r.announce(streams)
+	}
+	return err
 }
 
 // announce adds streams to what the next notification carries.
