@@ -56,17 +56,25 @@ func ScrapeHistograms(ctx context.Context, client *http.Client, url, name, label
 			h.Bounds = append(h.Bounds, b.GetUpperBound())
 			h.Counts = append(h.Counts, b.GetCumulativeCount())
 		}
-		h.Bounds = append(h.Bounds, math.Inf(1))
-		h.Counts = append(h.Counts, m.GetHistogram().GetSampleCount())
+		if len(h.Bounds) == 0 || !math.IsInf(h.Bounds[len(h.Bounds)-1], 1) {
+			h.Bounds = append(h.Bounds, math.Inf(1))
+			h.Counts = append(h.Counts, m.GetHistogram().GetSampleCount())
+		}
 		out[key] = h
 	}
 	return out, nil
 }
 
-// Since returns what h observed after earlier, a scrape of the same histogram.
+// Since returns what h observed after earlier, a scrape of the same histogram; all of h when the
+// two do not match or the counts went down (the process restarted).
 func (h Histogram) Since(earlier Histogram) Histogram {
 	if !slices.Equal(h.Bounds, earlier.Bounds) {
 		return h
+	}
+	for i := range h.Counts {
+		if h.Counts[i] < earlier.Counts[i] {
+			return h
+		}
 	}
 	out := Histogram{Bounds: h.Bounds, Counts: slices.Clone(h.Counts)}
 	for i := range out.Counts {
