@@ -89,6 +89,24 @@ func (f *batchFixture) announce(projection, stream string, version uint64) {
 	f.notify(consistency.Progress{Projection: projection, Streams: map[string]uint64{stream: version}}.Encode())
 }
 
+// appliedAndRemembered records that projection has applied stream at version, announces it, and
+// waits until the Waiter remembers it.
+func (f *batchFixture) appliedAndRemembered(projection, stream string, version uint64) {
+	f.t.Helper()
+	f.apply(projection, int64(version), stream)
+	f.announce(projection, stream, version)
+	require.Eventually(f.t, func() bool { v, ok := f.remembered(projection, stream); return ok && v == version },
+		10*time.Second, time.Millisecond)
+}
+
+// waitBriefly waits for stream@version of projection for 2 s, well within the fixtures' minute of
+// recheck: only a notification or the request's own look can end it in time.
+func (f *batchFixture) waitBriefly(projection, stream string, version uint64) error {
+	ctx, cancel := context.WithTimeout(f.t.Context(), 2*time.Second)
+	defer cancel()
+	return f.w.Wait(ctx, projection, map[string]uint64{stream: version})
+}
+
 // remembered returns the version the Waiter remembers of projection's stream, and whether it does.
 func (f *batchFixture) remembered(projection, stream string) (uint64, bool) {
 	f.w.mu.Lock()
@@ -386,9 +404,7 @@ func TestWaiterRemembersAnnouncedVersions(t *testing.T) {
 	products := projectionName("products")
 	names := streams(2)
 	s, looked := names[0], names[1]
-	f.apply(products, 1, s)
-	f.announce(products, s, 1)
-	require.Eventually(t, func() bool { v, ok := f.remembered(products, s); return ok && v == 1 }, 10*time.Second, time.Millisecond)
+	f.appliedAndRemembered(products, s, 1)
 
 	before := f.w.checks.Load()
 	require.NoError(t, f.w.Wait(t.Context(), products, map[string]uint64{s: 1}))
@@ -411,9 +427,7 @@ func TestWaiterRemembersAnnouncedVersions(t *testing.T) {
 	f.apply(products, 3, s)
 	f.notify(products)
 	require.Eventually(t, func() bool { _, ok := f.remembered(products, s); return !ok }, 10*time.Second, time.Millisecond)
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // well within the minute's recheck
-	defer cancel()
-	require.NoError(t, f.w.Wait(ctx, products, map[string]uint64{s: 3}))
+	require.NoError(t, f.waitBriefly(products, s, 3))
 }
 
 // TestWaiterForgetsWhatItMayHaveMissed: while the LISTEN connection is down announcements are lost,
@@ -422,9 +436,7 @@ func TestWaiterForgetsWhatItMayHaveMissed(t *testing.T) {
 	f := newBatchFixture(t, time.Minute)
 	products := projectionName("products")
 	s := streams(1)[0]
-	f.apply(products, 1, s)
-	f.announce(products, s, 1)
-	require.Eventually(t, func() bool { _, ok := f.remembered(products, s); return ok }, 10*time.Second, time.Millisecond)
+	f.appliedAndRemembered(products, s, 1)
 
 	pid := f.listenPID()
 	require.NotZero(t, pid)
@@ -435,9 +447,7 @@ func TestWaiterForgetsWhatItMayHaveMissed(t *testing.T) {
 		10*time.Second, 5*time.Millisecond)
 	_, ok := f.remembered(products, s)
 	require.False(t, ok, "remembered across a lost connection")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // well within the minute's recheck
-	defer cancel()
-	require.NoError(t, f.w.Wait(ctx, products, map[string]uint64{s: 2}))
+	require.NoError(t, f.waitBriefly(products, s, 2))
 }
 
 // TestWaiterTrustsOnlyWhatIsFresh: remembered versions are not used once the LISTEN connection has
@@ -447,9 +457,7 @@ func TestWaiterTrustsOnlyWhatIsFresh(t *testing.T) {
 	f := newBatchFixture(t, time.Minute)
 	products := projectionName("products")
 	s := streams(1)[0]
-	f.apply(products, 1, s)
-	f.announce(products, s, 1)
-	require.Eventually(t, func() bool { _, ok := f.remembered(products, s); return ok }, 10*time.Second, time.Millisecond)
+	f.appliedAndRemembered(products, s, 1)
 
 	// age makes the last sign of life of the LISTEN connection, and what is remembered of s, older.
 	age := func(heard, learned time.Duration) {
@@ -462,18 +470,11 @@ func TestWaiterTrustsOnlyWhatIsFresh(t *testing.T) {
 		v.learned = time.Now().Add(-learned)
 		versions.Add(s, v)
 	}
-	// waitFor waits for s@version for less than the minute's recheck: only a look can end it in time.
-	waitFor := func(version uint64) error {
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
-		return f.w.Wait(ctx, products, map[string]uint64{s: version})
-	}
-
 	f.apply(products, 2, s) // its announcement is lost
 	age(2*time.Minute, 0)
-	require.NoError(t, waitFor(2), "a connection not heard from is trusted")
+	require.NoError(t, f.waitBriefly(products, s, 2), "a connection not heard from is trusted")
 
 	f.apply(products, 3, s) // its announcement is lost too
 	age(0, 2*knownFor)
-	require.NoError(t, waitFor(3), "a version remembered too long is trusted")
+	require.NoError(t, f.waitBriefly(products, s, 3), "a version remembered too long is trusted")
 }
