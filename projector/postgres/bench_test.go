@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -47,6 +48,9 @@ const (
 	eventsPerProduct = 10
 	// childEnv carries the configuration of the projector process BenchmarkCatchUp starts.
 	childEnv = "STRATA_BENCH_PROJECTOR_CHILD"
+	// The application names of the PostgreSQL sessions of the projector process and of the raw
+	// writers, by which their backends' CPU time is found.
+	projectorApp, rawApp = "strata-bench-projector", "strata-bench-raw"
 )
 
 // BenchmarkCatchUp measures how fast the products projection catches up on a backlog that is already
@@ -75,6 +79,12 @@ const (
 //     rows are computed in memory just before (they are not held during the projector's run, where
 //     collecting their garbage would take CPU from it).
 //
+// Beside the rates it reports CPU time per event, which the host's noise disturbs much less than
+// rates: of the projector process, of the NATS server (this process, while the projector runs), of
+// the raw writers (this process, while they run) and, when PostgreSQL runs on this machine, of the
+// PostgreSQL backends serving each (read from /proc; background processes such as autovacuum and
+// the WAL writer are not counted).
+//
 // Below about 100,000 events the projector's buffers (8 partitions × 1,024 pulled messages) are not
 // yet full, so memory is only comparable between backlogs at or above that size. A run takes about a
 // minute for the default backlog; one operation is the whole scenario, so the benchmark runs once
@@ -96,7 +106,7 @@ func BenchmarkCatchUp(b *testing.B) {
 
 	b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
 		var small, large catchUpRun
-		var raw time.Duration
+		var raw rawRun
 		for i := range b.N {
 			b.StopTimer()
 			smallLog := publishBacklog(b, js, codec, fmt.Sprintf("BENCH_SMALL_%d", i), "small", n/10)
@@ -110,7 +120,7 @@ func BenchmarkCatchUp(b *testing.B) {
 			require.NoError(b, js.DeleteStream(b.Context(), largeLog.stream))
 			b.StartTimer()
 		}
-		projRate, rawRate := float64(n)/large.elapsed.Seconds(), float64(n)/raw.Seconds()
+		projRate, rawRate := float64(n)/large.elapsed.Seconds(), float64(n)/raw.elapsed.Seconds()
 		mb := func(v uint64) float64 { return float64(v) / (1 << 20) }
 		b.ReportMetric(projRate, "projector-events/s")
 		b.ReportMetric(rawRate, "raw-events/s")
@@ -122,6 +132,14 @@ func BenchmarkCatchUp(b *testing.B) {
 		b.ReportMetric(mb(large.livePeak), "live-N-MB")
 		b.ReportMetric(mb(small.rssPeak), "rss-N/10-MB")
 		b.ReportMetric(mb(large.rssPeak), "rss-N-MB")
+		perEvent := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+		b.ReportMetric(perEvent(large.cpu), "projector-cpu-us/event")
+		b.ReportMetric(perEvent(large.natsCPU), "nats-cpu-us/event")
+		b.ReportMetric(perEvent(raw.cpu), "raw-cpu-us/event")
+		if large.pgCPU > 0 && raw.pgCPU > 0 {
+			b.ReportMetric(perEvent(large.pgCPU), "projector-pg-cpu-us/event")
+			b.ReportMetric(perEvent(raw.pgCPU), "raw-pg-cpu-us/event")
+		}
 		if loadOK {
 			b.ReportMetric(load, "load1") // before the run: the machine's load apart from this benchmark
 		}
@@ -253,6 +271,15 @@ func publishBacklog(b *testing.B, js jetstream.JetStream, codec *events.Codec, s
 type catchUpRun struct {
 	elapsed                     time.Duration
 	heapPeak, livePeak, rssPeak uint64
+	// The CPU time of the projector process, of this process (the NATS server) while it ran, and of
+	// the projector's PostgreSQL backends (zero where unknown).
+	cpu, natsCPU, pgCPU time.Duration
+}
+
+// rawRun is what the raw baseline measured: how long its writes took, the CPU time of this process
+// meanwhile, and that of its PostgreSQL backends (zero where unknown).
+type rawRun struct {
+	elapsed, cpu, pgCPU time.Duration
 }
 
 // childConfig is what the projector process is told.
@@ -284,7 +311,7 @@ func catchUp(b *testing.B, natsURL string, bl *backlog) catchUpRun {
 
 	js, err := jetstream.New(connect(b, natsURL))
 	require.NoError(b, err)
-	start := time.Now()
+	start, startCPU := time.Now(), processCPU(os.Getpid())
 	require.NoError(b, cmd.Start())
 	defer func() {
 		if cmd.ProcessState == nil {
@@ -312,9 +339,11 @@ func catchUp(b *testing.B, natsURL string, bl *backlog) catchUpRun {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	run := catchUpRun{elapsed: time.Since(start)}
+	run := catchUpRun{elapsed: time.Since(start), natsCPU: processCPU(os.Getpid()) - startCPU}
+	run.pgCPU, _ = backendsCPU(b, pool, projectorApp)
 	require.NoError(b, stdin.Close())
 	require.NoError(b, cmd.Wait(), "projector process:\n%s", out.String())
+	run.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	output := out.String()
 	for line := range strings.Lines(output) {
 		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "strata-bench-memory "); ok {
@@ -336,11 +365,13 @@ func requireRows(b *testing.B, pool *pgxpool.Pool, bl *backlog) {
 }
 
 // rawUpserts writes bl's rows with batched upserts, one writer per partition, and returns how long
-// it took.
-func rawUpserts(b *testing.B, bl *backlog) time.Duration {
+// it took and the CPU it took.
+func rawUpserts(b *testing.B, bl *backlog) rawRun {
 	ctx := b.Context()
 	all := bl.rows()
-	pool := openPool(b, pgtest.URL(b), catchUpPartitions+2)
+	url, err := withApplicationName(pgtest.URL(b), rawApp)
+	require.NoError(b, err)
+	pool := openPool(b, url, catchUpPartitions+2)
 	require.NoError(b, migrations.Apply(ctx, pool, migrations.ReadModel))
 	const upsert = `INSERT INTO products (id, sku, name, description, category, price_cents, currency, tags, stock, version, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
@@ -350,7 +381,8 @@ func rawUpserts(b *testing.B, bl *backlog) time.Duration {
 	tags := []string{"bench"}
 	var wg sync.WaitGroup
 	errs := make(chan error, catchUpPartitions)
-	start := time.Now()
+	pgStart, pgKnown := backendsCPU(b, pool, rawApp) // the migrations'
+	start, startCPU := time.Now(), processCPU(os.Getpid())
 	for w := range catchUpPartitions {
 		rows := all[w]
 		wg.Go(func() {
@@ -372,11 +404,63 @@ func rawUpserts(b *testing.B, bl *backlog) time.Duration {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	run := rawRun{elapsed: time.Since(start), cpu: processCPU(os.Getpid()) - startCPU}
+	if pg, ok := backendsCPU(b, pool, rawApp); ok && pgKnown {
+		run.pgCPU = pg - pgStart
+	}
 	close(errs)
 	require.NoError(b, <-errs)
 	requireRows(b, pool, bl)
-	return elapsed
+	return run
+}
+
+// withApplicationName returns url with its application_name set to name.
+func withApplicationName(url, name string) (string, error) {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Set("application_name", name)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// backendsCPU is the CPU time of the PostgreSQL backends of the sessions named app, read from /proc;
+// false when PostgreSQL does not run on this machine. It counts only the backends alive now.
+func backendsCPU(b *testing.B, pool *pgxpool.Pool, app string) (time.Duration, bool) {
+	rows, err := pool.Query(b.Context(), `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, app)
+	require.NoError(b, err)
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	require.NoError(b, err)
+	var total time.Duration
+	for _, pid := range pids {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+			return 0, false // PostgreSQL runs elsewhere (or the pid is another process's here)
+		}
+		total += processCPU(pid)
+	}
+	return total, len(pids) > 0
+}
+
+// processCPU is the user and system CPU time of process pid, from /proc/<pid>/stat; zero where
+// unknown.
+func processCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may contain spaces: fields are counted after its end.
+	_, rest, ok := strings.Cut(string(data), ") ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ, which Linux fixes at 100 for /proc
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond
 }
 
 func openPool(b *testing.B, url string, maxConns int32) *pgxpool.Pool {
@@ -435,6 +519,7 @@ func TestCatchUpProjectorProcess(t *testing.T) {
 	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	require.NoError(t, err)
 	pcfg.MaxConns = 32 // as strata's services
+	pcfg.ConnConfig.RuntimeParams["application_name"] = projectorApp
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	require.NoError(t, err)
 	defer pool.Close()
