@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -93,6 +94,12 @@ func Decode(h nats.Header, data []byte) (eventstore.RecordedEvent, error) {
 	}
 	if e.ID == "" || e.Stream == "" || e.Type == "" {
 		return eventstore.RecordedEvent{}, fmt.Errorf("decode event message: missing id, stream or type header")
+	}
+	// They are stored in text columns (read models, dead letters), which refuse anything else.
+	for _, v := range []string{e.ID, e.Stream, e.Type} {
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return eventstore.RecordedEvent{}, fmt.Errorf("decode event message: id, stream or type header %q is not UTF-8 text without NUL", v)
+		}
 	}
 	var err error
 	if e.Version, err = strconv.ParseUint(h.Get(HeaderVersion), 10, 64); err != nil {
