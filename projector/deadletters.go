@@ -60,16 +60,28 @@ func (d *DeadLetters) List(ctx context.Context, limit int) ([]DeadLetter, error)
 }
 
 // Retry applies the parked event id and every event waiting behind it, in stream order, in one
-// transaction, and releases the stream. If one of them still fails, nothing changes and the error
-// says why.
+// transaction, and releases the stream. If one of them still fails to apply, nothing changes and the
+// error says why. A waiting event that cannot even be decoded stops the release there: the events
+// before it are applied, and it becomes the stream's parked event, to be skipped or retried in turn.
 func (d *DeadLetters) Retry(ctx context.Context, id int64) error {
 	return d.release(ctx, id, false)
 }
 
 // Skip drops the parked event id without applying it (the stream's version moves past it), then
-// applies the events waiting behind it like [DeadLetters.Retry].
+// applies the events waiting behind it like [DeadLetters.Retry]. Skipping the event that creates an
+// aggregate leaves its later events nothing to apply to: they fail in turn, and the stream stays
+// parked. Fix the projection and retry instead.
 func (d *DeadLetters) Skip(ctx context.Context, id int64) error {
 	return d.release(ctx, id, true)
+}
+
+// parkedEvent is a dead letter as release reads it.
+type parkedEvent struct {
+	ID      int64
+	Version int64
+	Status  string
+	Headers map[string][]string
+	Data    []byte
 }
 
 func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
@@ -88,44 +100,73 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 			return fmt.Errorf("dead letter %d: unknown projection %q", id, projection)
 		}
 		// A new statement, so a new snapshot: after the lock above, it sees whatever a projector
-		// parked behind this event up to now.
-		rows, err := tx.Query(ctx, `SELECT id, version, headers, data FROM dead_letters
-			WHERE projection = $1 AND stream = $2 ORDER BY version FOR UPDATE`, projection, stream)
+		// parked behind this event up to now. Undecodable messages share a stream name but not a
+		// stream: each is released alone.
+		rows, err := tx.Query(ctx, `SELECT id, version, status, headers, data FROM dead_letters
+			WHERE projection = $1 AND stream = $2 AND (stream <> $3 OR id = $4) ORDER BY version FOR UPDATE`,
+			projection, stream, undecodableStream, id)
 		if err != nil {
 			return err
 		}
-		type parked struct {
-			ID      int64
-			Version int64
-			Headers map[string][]string
-			Data    []byte
-		}
-		all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[parked])
+		all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[parkedEvent])
 		if err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
 		var apply []events.Envelope
-		for i, p := range all {
-			if i == 0 && skip {
-				b.Queue(upsertStreamVersions, projection, []string{stream}, []int64{p.Version})
-				continue
+		var released []int64
+		past := false // past the event asked for
+		for _, p := range all {
+			if p.ID == id {
+				past = true
+				if skip {
+					if stream != undecodableStream {
+						b.Queue(upsertStreamVersions, projection, []string{stream}, []int64{p.Version})
+					}
+					released = append(released, p.ID)
+					continue
+				}
+			} else if !past && p.Status == "parked" {
+				return fmt.Errorf("dead letter %d: dead letter %d comes first in stream %s; retry or skip it first",
+					id, p.ID, stream)
 			}
-			rec, err := relay.Decode(nats.Header(p.Headers), p.Data)
-			if err != nil {
+			e, err := d.decode(p)
+			switch {
+			case err == nil:
+				apply = append(apply, e)
+				released = append(released, p.ID)
+			case p.ID == id:
 				return fmt.Errorf("dead letter %d: %w", p.ID, err)
+			case !past:
+				// Waiting below the parked event: a redelivery of an event applied before that one
+				// was parked (version guards would make applying it again change nothing).
+				released = append(released, p.ID)
+			default:
+				b.Queue(`UPDATE dead_letters SET status = 'parked', error = $2, updated_at = now() WHERE id = $1`,
+					p.ID, truncate(pgText(err.Error()), 2000))
 			}
-			e, err := d.codec.Decode(rec.Type, rec.SchemaVersion, rec.Data)
-			if err != nil {
-				return fmt.Errorf("dead letter %d: %w", p.ID, err)
+			if err != nil && past {
+				break
 			}
-			apply = append(apply, envelope(rec, e))
 		}
 		if err := queueApply(ctx, b, proj, apply); err != nil {
 			return fmt.Errorf("dead letter %d still fails: %w", id, err)
 		}
-		b.Queue(`DELETE FROM dead_letters WHERE projection = $1 AND stream = $2`, projection, stream)
+		b.Queue(`DELETE FROM dead_letters WHERE id = ANY($1)`, released)
 		b.Queue(`SELECT pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, projection)
 		return tx.SendBatch(ctx, b).Close()
 	})
+}
+
+// decode turns a dead letter back into the event it holds.
+func (d *DeadLetters) decode(p parkedEvent) (events.Envelope, error) {
+	rec, err := relay.Decode(nats.Header(p.Headers), p.Data)
+	if err != nil {
+		return events.Envelope{}, err
+	}
+	e, err := d.codec.Decode(rec.Type, rec.SchemaVersion, rec.Data)
+	if err != nil {
+		return events.Envelope{}, err
+	}
+	return envelope(rec, e), nil
 }

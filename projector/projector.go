@@ -27,8 +27,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -780,7 +782,14 @@ func (r *Runner) commitTx(ctx context.Context, p *partition, items []item, park 
 			stream := it.rec.Stream
 			switch {
 			case park:
-				queuePark(b, r.proj.Name(), it, "parked", it.err)
+				// Behind an event of its stream parked earlier (an undecodable message is parked
+				// without a batch first), it waits like the others: a stream has one parked event,
+				// the first.
+				status := "parked"
+				if blocked[stream] {
+					status = "waiting"
+				}
+				queuePark(b, r.proj.Name(), it, status, it.err)
 				blocked[stream] = true
 				skipped[i] = true
 			case it.err != nil && it.rec.Stream == "":
@@ -915,7 +924,16 @@ func (r *Runner) blockedStreams(ctx context.Context, tx pgx.Tx, items []item) (m
 }
 
 func queuePark(b *pgx.Batch, projection string, it item, status string, cause error) {
-	headers := map[string][]string(it.msg.Headers())
+	// A poison message may carry anything in its headers; the row must still be written, or the
+	// partition would stop at it. Text columns and jsonb refuse invalid UTF-8 and NUL.
+	headers := map[string][]string{}
+	for k, vs := range it.msg.Headers() {
+		clean := make([]string, len(vs))
+		for i, v := range vs {
+			clean[i] = pgText(v)
+		}
+		headers[pgText(k)] = clean
+	}
 	h, _ := json.Marshal(headers) // a map of string slices always marshals
 	msg := "unknown error"
 	if cause != nil {
@@ -924,7 +942,7 @@ func queuePark(b *pgx.Batch, projection string, it item, status string, cause er
 	stream, version, typ, id := it.rec.Stream, int64(it.rec.Version), it.rec.Type, it.rec.ID
 	if stream == "" {
 		// Without a stream there is no version either: key it by its place in the JetStream stream.
-		stream, id = "(undecodable)", it.msg.Headers().Get(nats.MsgIdHdr)
+		stream, id = undecodableStream, pgText(it.msg.Headers().Get(nats.MsgIdHdr))
 		if meta, err := it.msg.Metadata(); err == nil {
 			version = int64(meta.Sequence.Stream)
 		}
@@ -932,12 +950,25 @@ func queuePark(b *pgx.Batch, projection string, it item, status string, cause er
 	b.Queue(`INSERT INTO dead_letters (projection, stream, version, event_id, event_type, headers, data, status, error, attempts)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 		ON CONFLICT (projection, stream, version) DO NOTHING`,
-		projection, stream, version, id, typ, h, it.msg.Data(), status, truncate(msg, 2000), 0)
+		projection, stream, version, id, typ, h, it.msg.Data(), status, truncate(pgText(msg), 2000), 0)
 }
 
+// undecodableStream is the stream of the dead letters whose message names no usable stream. They
+// are unrelated to each other, and each is keyed by its JetStream sequence.
+const undecodableStream = "(undecodable)"
+
+// pgText is s as PostgreSQL text can hold it: invalid UTF-8 and NUL replaced by U+FFFD.
+func pgText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// truncate cuts s to at most n bytes, on a character boundary.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

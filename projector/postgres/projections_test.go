@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -24,6 +26,7 @@ import (
 	"github.com/strata-dev/strata/domain/order"
 	"github.com/strata-dev/strata/domain/product"
 	"github.com/strata-dev/strata/events"
+	"github.com/strata-dev/strata/eventstore"
 	espg "github.com/strata-dev/strata/eventstore/postgres"
 	"github.com/strata-dev/strata/internal/broker"
 	"github.com/strata-dev/strata/internal/consistency"
@@ -254,18 +257,20 @@ func (p *pipeline) requireReadModelEqualsReplay(t *testing.T) {
 	}
 }
 
-// failing wraps a projection and fails every event of one stream while broken is set.
+// failing wraps a projection and fails every event of one stream (or only its event version, when
+// set) while broken is set.
 type failing struct {
 	projector.Projection
-	mu     sync.Mutex
-	stream string
-	broken bool
+	mu      sync.Mutex
+	stream  string
+	version uint64
+	broken  bool
 }
 
 func (f *failing) Apply(b *pgx.Batch, e events.Envelope) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.broken && e.Stream == f.stream {
+	if f.broken && e.Stream == f.stream && (f.version == 0 || e.Version == f.version) {
 		return fmt.Errorf("poison in %s@%d", e.Stream, e.Version)
 	}
 	return f.Projection.Apply(b, e)
@@ -567,4 +572,127 @@ func TestProjectionResumesInARecreatedStream(t *testing.T) {
 	defer run()()
 	p.waitApplied(t, "products", events.ProductAggregate)
 	p.requireReadModelEqualsReplay(t)
+}
+
+// deadLetter is a dead_letters row as the tests look at it.
+type deadLetter struct {
+	ID      int64
+	Version int64
+	Status  string
+}
+
+func (p *pipeline) deadLetters(t *testing.T, stream string) []deadLetter {
+	t.Helper()
+	rows, err := p.pool.Query(t.Context(), `SELECT id, version, status FROM dead_letters WHERE stream = $1 ORDER BY version`, stream)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[deadLetter])
+	require.NoError(t, err)
+	return out
+}
+
+// parkRow writes a dead letter as a projector would, for shapes a test cannot make a projector
+// produce on cue: rec's message with data instead of its own.
+func (p *pipeline) parkRow(t *testing.T, rec eventstore.RecordedEvent, data []byte, status string) {
+	t.Helper()
+	h, err := json.Marshal(relay.Message(prefix, rec).Header)
+	require.NoError(t, err)
+	_, err = p.pool.Exec(t.Context(), `INSERT INTO dead_letters (projection, stream, version, event_id, event_type, headers, data, status, error, attempts)
+		VALUES ('products', $1, $2, $3, $4, $5, $6, $7, 'written by the test', 0)`,
+		rec.Stream, int64(rec.Version), rec.ID, rec.Type, h, data, status)
+	require.NoError(t, err)
+}
+
+// TestSkipDropsTheEventAskedFor: Skip and Retry act on the parked event they are given, whatever
+// else the stream holds: a redelivery of an applied event waiting below it (applied again, to no
+// effect), and a waiting event that cannot be decoded, which stops the release and becomes the
+// stream's parked event, to be skipped in turn.
+func TestSkipDropsTheEventAskedFor(t *testing.T) {
+	t.Parallel()
+	f := &failing{Projection: rmpg.Products{}}
+	p := newPipeline(t, f)
+	ids := workload(t, p.svc, 2, 0)
+	p.waitApplied(t, "products", events.ProductAggregate)
+	stream := events.StreamName(events.ProductAggregate, ids[0])
+	f.mu.Lock()
+	f.stream, f.version, f.broken = stream, 2, true
+	f.mu.Unlock()
+	adjust := func(delta int64) {
+		_, err := p.svc.AdjustStock(t.Context(), ids[0], delta, "delivery", command.Request{})
+		require.NoError(t, err)
+	}
+	adjust(1) // version 2: poison
+	adjust(2)
+	adjust(4)
+	require.Eventually(t, func() bool { return len(p.deadLetters(t, stream)) == 3 }, 30*time.Second, 10*time.Millisecond)
+
+	recs, err := p.store.ReadStream(t.Context(), stream, 1, 10)
+	require.NoError(t, err)
+	p.parkRow(t, recs[0], recs[0].Data, "waiting") // version 1 delivered again while version 2 is parked
+	next := recs[3]
+	next.Version, next.ID = 5, uuid.NewString()
+	p.parkRow(t, next, []byte("not json"), "waiting") // version 5, before the real one arrives: it cannot be decoded
+	adjust(8)                                         // version 5: ON CONFLICT keeps the undecodable row
+	adjust(16)                                        // version 6
+	require.Eventually(t, func() bool { return len(p.deadLetters(t, stream)) == 6 }, 30*time.Second, 10*time.Millisecond)
+
+	dl := projector.NewDeadLetters(p.pool, p.codec, f)
+	rows := p.deadLetters(t, stream)
+	require.Equal(t, []string{"waiting", "parked", "waiting", "waiting", "waiting", "waiting"},
+		[]string{rows[0].Status, rows[1].Status, rows[2].Status, rows[3].Status, rows[4].Status, rows[5].Status})
+	require.NoError(t, dl.Skip(t.Context(), rows[1].ID), "skip version 2")
+	var stock, version int64
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT stock, version FROM products WHERE id = $1`, ids[0]).Scan(&stock, &version))
+	require.Equal(t, []int64{7, 4}, []int64{stock, version}, "versions 3 and 4 applied, version 2 not")
+	left := p.deadLetters(t, stream)
+	require.Equal(t, []deadLetter{{rows[4].ID, 5, "parked"}, {rows[5].ID, 6, "waiting"}}, left,
+		"the undecodable version 5 is now the parked event")
+
+	require.Error(t, dl.Retry(t.Context(), left[0].ID), "it still cannot be decoded")
+	require.NoError(t, dl.Skip(t.Context(), left[0].ID))
+	p.waitApplied(t, "products", events.ProductAggregate)
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT stock, version FROM products WHERE id = $1`, ids[0]).Scan(&stock, &version))
+	require.Equal(t, []int64{31, 6}, []int64{stock, version})
+	require.Empty(t, p.deadLetters(t, stream))
+}
+
+// TestMalformedMessagesAreParkedOneByOne publishes messages whose headers text columns cannot hold
+// (invalid UTF-8, NUL) into a product's partition: they are parked, the partition carries on, and
+// each can be skipped on its own.
+func TestMalformedMessagesAreParkedOneByOne(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t, rmpg.Products{})
+	ids := workload(t, p.svc, 2, 0)
+	p.waitApplied(t, "products", events.ProductAggregate)
+	subject := relay.Subject(prefix, events.StreamName(events.ProductAggregate, ids[0]))
+	// The relay resumes after the position of the stream's last message when its publish finds
+	// another message last: the bad messages carry the position of the last event relayed.
+	stream, err := p.js.Stream(t.Context(), streamName)
+	require.NoError(t, err)
+	last, err := stream.GetLastMsgForSubject(t.Context(), prefix+".>")
+	require.NoError(t, err)
+	for i := range 2 {
+		m := nats.NewMsg(subject)
+		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("bad-%d\x00", i))
+		m.Header.Set(relay.HeaderStream, "product-\xff")
+		m.Header.Set(relay.HeaderType, "product.renamed")
+		m.Header.Set("X-Junk", "a\x00b\xff")
+		m.Header.Set(relay.HeaderPosition, last.Header.Get(relay.HeaderPosition))
+		m.Data = []byte("{}")
+		_, err := p.js.PublishMsg(t.Context(), m)
+		require.NoError(t, err)
+	}
+	for _, id := range ids {
+		_, err := p.svc.AdjustStock(t.Context(), id, 3, "delivery", command.Request{})
+		require.NoError(t, err)
+	}
+	p.waitApplied(t, "products", events.ProductAggregate)
+
+	bad := p.deadLetters(t, "(undecodable)")
+	require.Len(t, bad, 2)
+	dl := projector.NewDeadLetters(p.pool, p.codec, rmpg.Products{})
+	require.Error(t, dl.Retry(t.Context(), bad[0].ID), "it cannot be decoded")
+	require.NoError(t, dl.Skip(t.Context(), bad[0].ID))
+	require.Equal(t, bad[1:], p.deadLetters(t, "(undecodable)"), "only the one asked for")
+	require.NoError(t, dl.Skip(t.Context(), bad[1].ID))
+	require.Empty(t, p.deadLetters(t, "(undecodable)"))
 }
