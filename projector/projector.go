@@ -25,7 +25,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -608,10 +610,28 @@ func (r *Runner) applyOne(ctx context.Context, p *partition, one []item) error {
 	return nil
 }
 
-// unavailable reports whether err is a failure of a store rather than of an event.
+// unavailable reports whether err is a failure of a store rather than of an event: the projection
+// says so ([ErrUnavailable]), or PostgreSQL cannot be reached, went away mid-batch (a restart, a
+// terminated backend, a broken connection), refuses connections, or is a standby after a failover.
+// Such failures do not count as attempts: an event is never parked for them.
 func unavailable(err error) bool {
 	var connect *pgconn.ConnectError
-	return errors.Is(err, ErrUnavailable) || errors.As(err, &connect) || pgconn.Timeout(err)
+	var network net.Error
+	if errors.Is(err, ErrUnavailable) || errors.As(err, &connect) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+		errors.As(err, &network) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "57P01", "57P02", "57P03", // admin shutdown (or pg_terminate_backend), crash shutdown, cannot connect now
+		"25006", // read-only transaction: connected to a standby
+		"53300": // too many connections
+		return true
+	}
+	return strings.HasPrefix(pgErr.Code, "08") // connection exception
 }
 
 // upsertStreamVersions records the versions a projection has applied of many streams in one
