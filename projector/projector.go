@@ -446,6 +446,16 @@ func (r *Runner) resumeConsumer(ctx context.Context, js jetstream.JetStream, p i
 		if err != nil {
 			return nil, err
 		}
+		if start != uint64(checkpoint)+1 {
+			// The stream numbers its messages afresh (recreated) or dropped the checkpoint's
+			// (expired): the checkpoint moves into its numbering, or the batches' commits, which
+			// only ever raise it, would leave it behind until the stream outgrew the old sequence,
+			// and every resume meanwhile would replay everything since.
+			if _, err := r.pool.Exec(ctx, `UPDATE projection_checkpoints SET stream_sequence = $3, updated_at = now()
+				WHERE projection = $1 AND partition = $2`, r.proj.Name(), p, int64(start)-1); err != nil {
+				return nil, fmt.Errorf("move checkpoint into the stream's numbering: %w", err)
+			}
+		}
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = start
 	}

@@ -696,3 +696,67 @@ func TestMalformedMessagesAreParkedOneByOne(t *testing.T) {
 	require.NoError(t, dl.Skip(t.Context(), bad[1].ID))
 	require.Empty(t, p.deadLetters(t, "(undecodable)"))
 }
+
+// TestCheckpointFollowsARecreatedStream: after the events stream is deleted and created again, the
+// new stream numbers its messages from 1, below the checkpoints of the old one. The checkpoints must
+// follow the new numbering, or they would stay behind (batches only ever raise them) and every
+// resume would replay everything since the recreation.
+func TestCheckpointFollowsARecreatedStream(t *testing.T) {
+	t.Parallel()
+	p := newPipeline(t)
+	run := func() (stop func()) {
+		ctx, cancel := context.WithCancel(t.Context())
+		r, err := projector.NewRunner(p.pool, p.nc, p.codec, rmpg.Products{}, projector.Config{Stream: streamName, SubjectPrefix: prefix,
+			Partitions: partitions, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond}, nil, nil)
+		require.NoError(t, err)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = r.Run(ctx) }()
+		return func() { cancel(); <-done }
+	}
+	adjustEach := func(ids []string) {
+		for _, id := range ids {
+			_, err := p.svc.AdjustStock(t.Context(), id, 1, "count", command.Request{})
+			require.NoError(t, err)
+		}
+	}
+	stop := run()
+	ids := workload(t, p.svc, 4, 0)
+	for range 5 {
+		adjustEach(ids) // 24 messages; the last four, one per product, set every checkpoint at 21 or above
+	}
+	p.waitApplied(t, "products", events.ProductAggregate)
+	stop()
+
+	require.NoError(t, p.js.DeleteStream(t.Context(), streamName))
+	_, err := broker.EnsureStream(t.Context(), p.js, broker.StreamConfig{Name: streamName, SubjectPrefix: prefix, Replicas: 1,
+		Duplicates: time.Minute, Partitions: partitions})
+	require.NoError(t, err)
+	workload(t, p.svc, 8, 0)
+	adjustEach(ids) // 12 messages in all: every partition's last one lies below its old checkpoint
+	stream, err := p.js.Stream(t.Context(), streamName)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := stream.Info(t.Context())
+		return err == nil && info.State.Msgs == 12
+	}, 30*time.Second, 10*time.Millisecond, "the relay should publish the new events into the new stream")
+
+	defer run()()
+	p.waitApplied(t, "products", events.ProductAggregate)
+	rows, err := p.pool.Query(t.Context(), `SELECT partition FROM projection_checkpoints WHERE projection = 'products'`)
+	require.NoError(t, err)
+	checkpointed, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	require.NoError(t, err)
+	require.NotEmpty(t, checkpointed)
+	for _, part := range checkpointed {
+		last, err := stream.GetLastMsgForSubject(t.Context(), fmt.Sprintf("%s.%d.>", prefix, part))
+		require.NoError(t, err, "partition %d", part)
+		require.Eventually(t, func() bool {
+			var seq int64
+			var position string
+			err := p.pool.QueryRow(t.Context(), `SELECT stream_sequence, position FROM projection_checkpoints
+				WHERE projection = 'products' AND partition = $1`, part).Scan(&seq, &position)
+			return err == nil && uint64(seq) == last.Sequence && position == last.Header.Get(relay.HeaderPosition)
+		}, 10*time.Second, 10*time.Millisecond, "partition %d's checkpoint is its last message in the new stream", part)
+	}
+	p.requireReadModelEqualsReplay(t)
+}
