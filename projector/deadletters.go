@@ -99,6 +99,11 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 		if !ok {
 			return fmt.Errorf("dead letter %d: unknown projection %q", id, projection)
 		}
+		if stream == undecodableStream && !skip {
+			// Its headers were made storable when it was parked, so it might decode now, as some
+			// other event than the one received.
+			return fmt.Errorf("dead letter %d: a message that names no usable stream cannot be retried, only skipped", id)
+		}
 		// A new statement, so a new snapshot: after the lock above, it sees whatever a projector
 		// parked behind this event up to now. Undecodable messages share a stream name but not a
 		// stream: each is released alone.

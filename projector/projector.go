@@ -452,7 +452,7 @@ func (r *Runner) resumeConsumer(ctx context.Context, js jetstream.JetStream, p i
 			// only ever raise it, would leave it behind until the stream outgrew the old sequence,
 			// and every resume meanwhile would replay everything since.
 			if _, err := r.pool.Exec(ctx, `UPDATE projection_checkpoints SET stream_sequence = $3, updated_at = now()
-				WHERE projection = $1 AND partition = $2`, r.proj.Name(), p, int64(start)-1); err != nil {
+				WHERE projection = $1 AND partition = $2 AND stream_sequence = $4`, r.proj.Name(), p, int64(start)-1, checkpoint); err != nil {
 				return nil, fmt.Errorf("move checkpoint into the stream's numbering: %w", err)
 			}
 		}
@@ -598,7 +598,7 @@ func (r *Runner) applyOne(ctx context.Context, p *partition, one []item) error {
 			return ctx.Err()
 		}
 		r.m.retries.Inc()
-		if unavailable(err) {
+		if r.outage(ctx, err) {
 			if !waiting {
 				r.log.Warn("read-model store unavailable; retrying until it is back", "partition", p.n, "err", err)
 				waiting = true
@@ -620,14 +620,30 @@ func (r *Runner) applyOne(ctx context.Context, p *partition, one []item) error {
 	return nil
 }
 
-// unavailable reports whether err is a failure of a store rather than of an event: the projection
-// says so ([ErrUnavailable]), or PostgreSQL cannot be reached, went away mid-batch (a restart, a
-// terminated backend, a broken connection), refuses connections, or is a standby after a failover.
-// Such failures do not count as attempts: an event is never parked for them.
-func unavailable(err error) bool {
+// outage reports whether err is a failure of a store rather than of the event, which then does not
+// count as an attempt: the projection says so ([ErrUnavailable]), or PostgreSQL was lost (see
+// [lostDatabase]) and cannot be reached now. A statement can break its own connection every time (a
+// backend crash, an out-of-memory kill), so a database that answers again at once does not excuse
+// the attempt: such an event is parked like any other poison.
+func (r *Runner) outage(ctx context.Context, err error) bool {
+	if errors.Is(err, ErrUnavailable) {
+		return true
+	}
+	if !lostDatabase(err) {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return r.pool.Ping(pctx) != nil
+}
+
+// lostDatabase reports whether err says that PostgreSQL cannot be reached, went away mid-batch (a
+// restart, a terminated backend, a broken connection), refuses connections, or is a standby after a
+// failover.
+func lostDatabase(err error) bool {
 	var connect *pgconn.ConnectError
 	var network net.Error
-	if errors.Is(err, ErrUnavailable) || errors.As(err, &connect) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+	if errors.As(err, &connect) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
 		errors.As(err, &network) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return true
 	}
@@ -969,7 +985,7 @@ func queuePark(b *pgx.Batch, projection string, it item, status string, cause er
 	if cause != nil {
 		msg = cause.Error()
 	}
-	stream, version, typ, id := it.rec.Stream, int64(it.rec.Version), it.rec.Type, it.rec.ID
+	stream, version, typ, id := it.rec.Stream, int64(it.rec.Version), pgText(it.rec.Type), pgText(it.rec.ID)
 	if stream == "" {
 		// Without a stream there is no version either: key it by its place in the JetStream stream.
 		stream, id = undecodableStream, pgText(it.msg.Headers().Get(nats.MsgIdHdr))

@@ -656,45 +656,107 @@ func TestSkipDropsTheEventAskedFor(t *testing.T) {
 }
 
 // TestMalformedMessagesAreParkedOneByOne publishes messages whose headers text columns cannot hold
-// (invalid UTF-8, NUL) into a product's partition: they are parked, the partition carries on, and
-// each can be skipped on its own.
+// (invalid UTF-8, NUL) into the products' partitions. Those naming no usable stream are parked on
+// their own, can be skipped one by one but not retried (their headers were made storable, so they
+// might decode as another event), and the partition carries on; one with a usable stream and a
+// type that is not text is parked in its stream, in order.
 func TestMalformedMessagesAreParkedOneByOne(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t, rmpg.Products{})
 	ids := workload(t, p.svc, 2, 0)
 	p.waitApplied(t, "products", events.ProductAggregate)
-	subject := relay.Subject(prefix, events.StreamName(events.ProductAggregate, ids[0]))
 	// The relay resumes after the position of the stream's last message when its publish finds
 	// another message last: the bad messages carry the position of the last event relayed.
 	stream, err := p.js.Stream(t.Context(), streamName)
 	require.NoError(t, err)
 	last, err := stream.GetLastMsgForSubject(t.Context(), prefix+".>")
 	require.NoError(t, err)
+	position := last.Header.Get(relay.HeaderPosition)
 	for i := range 2 {
-		m := nats.NewMsg(subject)
+		m := nats.NewMsg(relay.Subject(prefix, events.StreamName(events.ProductAggregate, ids[0])))
 		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("bad-%d\x00", i))
 		m.Header.Set(relay.HeaderStream, "product-\xff")
 		m.Header.Set(relay.HeaderType, "product.renamed")
 		m.Header.Set("X-Junk", "a\x00b\xff")
-		m.Header.Set(relay.HeaderPosition, last.Header.Get(relay.HeaderPosition))
+		m.Header.Set(relay.HeaderPosition, position)
 		m.Data = []byte("{}")
 		_, err := p.js.PublishMsg(t.Context(), m)
 		require.NoError(t, err)
 	}
-	for _, id := range ids {
-		_, err := p.svc.AdjustStock(t.Context(), id, 3, "delivery", command.Request{})
-		require.NoError(t, err)
-	}
+	pos, err := events.ParsePosition(position)
+	require.NoError(t, err)
+	other := events.StreamName(events.ProductAggregate, ids[1])
+	badType := relay.Message(prefix, eventstore.RecordedEvent{ID: "bad-type\x00", Stream: other, Version: 2, Position: pos,
+		Type: "product.renamed\x00", SchemaVersion: 1, Data: []byte("{}"), OccurredAt: time.Now(), RecordedAt: time.Now()})
+	_, err = p.js.PublishMsg(t.Context(), badType)
+	require.NoError(t, err)
+	_, err = p.svc.AdjustStock(t.Context(), ids[0], 3, "delivery", command.Request{})
+	require.NoError(t, err)
 	p.waitApplied(t, "products", events.ProductAggregate)
 
+	dl := projector.NewDeadLetters(p.pool, p.codec, rmpg.Products{})
 	bad := p.deadLetters(t, "(undecodable)")
 	require.Len(t, bad, 2)
-	dl := projector.NewDeadLetters(p.pool, p.codec, rmpg.Products{})
-	require.Error(t, dl.Retry(t.Context(), bad[0].ID), "it cannot be decoded")
+	require.Error(t, dl.Retry(t.Context(), bad[0].ID), "not retried")
 	require.NoError(t, dl.Skip(t.Context(), bad[0].ID))
 	require.Equal(t, bad[1:], p.deadLetters(t, "(undecodable)"), "only the one asked for")
 	require.NoError(t, dl.Skip(t.Context(), bad[1].ID))
 	require.Empty(t, p.deadLetters(t, "(undecodable)"))
+
+	inOrder := p.deadLetters(t, other)
+	require.Equal(t, []deadLetter{{inOrder[0].ID, 2, "parked"}}, inOrder)
+	var typ string
+	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT event_type FROM dead_letters WHERE id = $1`, inOrder[0].ID).Scan(&typ))
+	require.Equal(t, "product.renamed\uFFFD", typ)
+	require.Error(t, dl.Retry(t.Context(), inOrder[0].ID), "its type is unknown")
+	require.NoError(t, dl.Skip(t.Context(), inOrder[0].ID))
+	require.Empty(t, p.deadLetters(t, other))
+}
+
+// breaking wraps a projection whose statements for one stream terminate their own connection, as
+// a statement that crashes its backend would, every time.
+type breaking struct {
+	projector.Projection
+	mu     sync.Mutex
+	stream string
+}
+
+func (k *breaking) Apply(b *pgx.Batch, e events.Envelope) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e.Stream == k.stream {
+		b.Queue(`SELECT pg_terminate_backend(pg_backend_pid())`)
+		return nil
+	}
+	return k.Projection.Apply(b, e)
+}
+
+// TestAnEventThatBreaksItsConnectionIsParked: a lost connection is an outage and does not count as
+// an attempt, unless the database answers at once: then the event itself broke it, and it is parked
+// after its attempts like any other poison, instead of being retried for ever.
+func TestAnEventThatBreaksItsConnectionIsParked(t *testing.T) {
+	t.Parallel()
+	k := &breaking{Projection: rmpg.Products{}}
+	p := newPipeline(t, k)
+	ids := workload(t, p.svc, 2, 0)
+	p.waitApplied(t, "products", events.ProductAggregate)
+	k.mu.Lock()
+	k.stream = events.StreamName(events.ProductAggregate, ids[0])
+	k.mu.Unlock()
+	for _, id := range ids {
+		_, err := p.svc.AdjustStock(t.Context(), id, 3, "delivery", command.Request{})
+		require.NoError(t, err)
+	}
+	stream := events.StreamName(events.ProductAggregate, ids[0])
+	require.Eventually(t, func() bool {
+		dl := p.deadLetters(t, stream)
+		return len(dl) == 1 && dl[0].Status == "parked"
+	}, 30*time.Second, 10*time.Millisecond, "the event is parked")
+	require.Eventually(t, func() bool {
+		var stock int64
+		err := p.pool.QueryRow(t.Context(), `SELECT stock FROM products WHERE id = $1`, ids[1]).Scan(&stock)
+		return err == nil && stock == 3
+	}, 30*time.Second, 10*time.Millisecond, "other streams carry on")
 }
 
 // TestCheckpointFollowsARecreatedStream: after the events stream is deleted and created again, the

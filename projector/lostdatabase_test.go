@@ -12,14 +12,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestUnavailableTellsOutagesFromPoison: a failure of PostgreSQL itself must not count as an
+// TestLostDatabaseTellsOutagesFromPoison: a failure of PostgreSQL itself must not count as an
 // attempt of the event (that would park healthy events during a restart or a failover), and a
-// failure of the event must.
-func TestUnavailableTellsOutagesFromPoison(t *testing.T) {
+// failure of the event must. (Runner.outage also pings the database before excusing an attempt.)
+func TestLostDatabaseTellsOutagesFromPoison(t *testing.T) {
 	t.Parallel()
 	wrap := func(err error) error { return fmt.Errorf("apply 12 events: %w", err) }
 	outages := map[string]error{
-		"projection says so": wrap(ErrUnavailable),
 		"connection lost":    wrap(io.ErrUnexpectedEOF),
 		"connection reset":   wrap(&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}),
 		"backend terminated": wrap(&pgconn.PgError{Code: "57P01"}),
@@ -31,7 +30,7 @@ func TestUnavailableTellsOutagesFromPoison(t *testing.T) {
 		"connect refused":    wrap(&pgconn.ConnectError{}),
 	}
 	for name, err := range outages {
-		require.True(t, unavailable(err), name)
+		require.True(t, lostDatabase(err), name)
 	}
 	poison := map[string]error{
 		"projection bug":   wrap(errors.New("poison in product-1@3")),
@@ -42,6 +41,6 @@ func TestUnavailableTellsOutagesFromPoison(t *testing.T) {
 		"string too long":  wrap(&pgconn.PgError{Code: "22001"}),
 	}
 	for name, err := range poison {
-		require.False(t, unavailable(err), name)
+		require.False(t, lostDatabase(err), name)
 	}
 }
