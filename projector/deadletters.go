@@ -122,7 +122,8 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 		var released []int64
 		past := false // past the event asked for
 		for _, p := range all {
-			if p.ID == id {
+			switch {
+			case p.ID == id:
 				past = true
 				if skip {
 					if stream != undecodableStream {
@@ -131,28 +132,28 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 					released = append(released, p.ID)
 					continue
 				}
-			} else if !past && p.Status == "parked" {
+			case !past && p.Status == "parked":
 				return fmt.Errorf("dead letter %d: dead letter %d comes first in stream %s; retry or skip it first",
 					id, p.ID, stream)
 			}
 			e, err := d.decode(p)
-			switch {
-			case err == nil:
+			if err == nil {
 				apply = append(apply, e)
 				released = append(released, p.ID)
-			case p.ID == id:
+				continue
+			}
+			if p.ID == id {
 				return fmt.Errorf("dead letter %d: %w", p.ID, err)
-			case !past:
+			}
+			if !past {
 				// Waiting below the parked event: a redelivery of an event applied before that one
 				// was parked (version guards would make applying it again change nothing).
 				released = append(released, p.ID)
-			default:
-				b.Queue(`UPDATE dead_letters SET status = 'parked', error = $2, updated_at = now() WHERE id = $1`,
-					p.ID, truncate(pgText(err.Error()), 2000))
+				continue
 			}
-			if err != nil && past {
-				break
-			}
+			b.Queue(`UPDATE dead_letters SET status = 'parked', error = $2, updated_at = now() WHERE id = $1`,
+				p.ID, truncate(pgText(err.Error()), 2000))
+			break
 		}
 		if err := queueApply(ctx, b, proj, apply); err != nil {
 			return fmt.Errorf("dead letter %d still fails: %w", id, err)

@@ -70,8 +70,7 @@ func newPipeline(t *testing.T, projections ...projector.Projection) *pipeline {
 	nc := ns.Connect(t)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	_, err = broker.EnsureStream(ctx, js, broker.StreamConfig{Name: streamName, SubjectPrefix: prefix, Replicas: 1,
-		Duplicates: time.Minute, Partitions: partitions})
+	_, err = broker.EnsureStream(ctx, js, eventsStream())
 	require.NoError(t, err)
 
 	rl, err := relay.New(store, pool, nc, relay.Config{Stream: streamName, SubjectPrefix: prefix}, slog.New(slog.DiscardHandler), nil)
@@ -95,6 +94,32 @@ func (p *pipeline) startProjector(t *testing.T, proj projector.Projection, reg p
 		slog.New(slog.DiscardHandler), reg)
 	require.NoError(t, err)
 	p.running.Go(func() { _ = r.Run(p.ctx) })
+}
+
+// eventsStream is the configuration of the pipeline's partitioned events stream.
+func eventsStream() broker.StreamConfig {
+	return broker.StreamConfig{Name: streamName, SubjectPrefix: prefix, Replicas: 1, Duplicates: time.Minute, Partitions: partitions}
+}
+
+// recreateStream deletes the events stream and creates it again, empty: it numbers its messages
+// from 1 again.
+func (p *pipeline) recreateStream(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.js.DeleteStream(t.Context(), streamName))
+	_, err := broker.EnsureStream(t.Context(), p.js, eventsStream())
+	require.NoError(t, err)
+}
+
+// runProducts runs a products projector of its own until stop is called.
+func (p *pipeline) runProducts(t *testing.T) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	r, err := projector.NewRunner(p.pool, p.nc, p.codec, rmpg.Products{}, projector.Config{Stream: streamName, SubjectPrefix: prefix,
+		Partitions: partitions, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond}, nil, nil)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	return func() { cancel(); <-done }
 }
 
 // waitApplied waits until projection has applied every stream of the given aggregate types to the
@@ -535,16 +560,7 @@ func TestUnavailableStoreIsWaitedFor(t *testing.T) {
 func TestProjectionResumesInARecreatedStream(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t)
-	run := func() (stop func()) {
-		ctx, cancel := context.WithCancel(t.Context())
-		r, err := projector.NewRunner(p.pool, p.nc, p.codec, rmpg.Products{}, projector.Config{Stream: streamName, SubjectPrefix: prefix,
-			Partitions: partitions, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond}, nil, nil)
-		require.NoError(t, err)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(ctx) }()
-		return func() { cancel(); <-done }
-	}
-	stop := run()
+	stop := p.runProducts(t)
 	ids := workload(t, p.svc, 4, 0)
 	for range 20 {
 		_, err := p.svc.AdjustStock(t.Context(), ids[rand.IntN(len(ids))], 1, "count", command.Request{})
@@ -553,10 +569,7 @@ func TestProjectionResumesInARecreatedStream(t *testing.T) {
 	p.waitApplied(t, "products", events.ProductAggregate)
 	stop()
 
-	require.NoError(t, p.js.DeleteStream(t.Context(), streamName))
-	_, err := broker.EnsureStream(t.Context(), p.js, broker.StreamConfig{Name: streamName, SubjectPrefix: prefix, Replicas: 1,
-		Duplicates: time.Minute, Partitions: partitions})
-	require.NoError(t, err)
+	p.recreateStream(t)
 	// New products first: the new stream's first sequences, which the old checkpoints name, hold
 	// their only events. Then more events than the old stream held.
 	workload(t, p.svc, 8, 0)
@@ -569,7 +582,7 @@ func TestProjectionResumesInARecreatedStream(t *testing.T) {
 		return err == nil && s.CachedInfo().State.Msgs == 68
 	}, 30*time.Second, 10*time.Millisecond, "the relay should publish the new events into the new stream")
 
-	defer run()()
+	defer p.runProducts(t)()
 	p.waitApplied(t, "products", events.ProductAggregate)
 	p.requireReadModelEqualsReplay(t)
 }
@@ -766,22 +779,13 @@ func TestAnEventThatBreaksItsConnectionIsParked(t *testing.T) {
 func TestCheckpointFollowsARecreatedStream(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t)
-	run := func() (stop func()) {
-		ctx, cancel := context.WithCancel(t.Context())
-		r, err := projector.NewRunner(p.pool, p.nc, p.codec, rmpg.Products{}, projector.Config{Stream: streamName, SubjectPrefix: prefix,
-			Partitions: partitions, RetryMin: time.Millisecond, RetryMax: 10 * time.Millisecond}, nil, nil)
-		require.NoError(t, err)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(ctx) }()
-		return func() { cancel(); <-done }
-	}
 	adjustEach := func(ids []string) {
 		for _, id := range ids {
 			_, err := p.svc.AdjustStock(t.Context(), id, 1, "count", command.Request{})
 			require.NoError(t, err)
 		}
 	}
-	stop := run()
+	stop := p.runProducts(t)
 	ids := workload(t, p.svc, 4, 0)
 	for range 5 {
 		adjustEach(ids) // 24 messages; the last four, one per product, set every checkpoint at 21 or above
@@ -789,10 +793,7 @@ func TestCheckpointFollowsARecreatedStream(t *testing.T) {
 	p.waitApplied(t, "products", events.ProductAggregate)
 	stop()
 
-	require.NoError(t, p.js.DeleteStream(t.Context(), streamName))
-	_, err := broker.EnsureStream(t.Context(), p.js, broker.StreamConfig{Name: streamName, SubjectPrefix: prefix, Replicas: 1,
-		Duplicates: time.Minute, Partitions: partitions})
-	require.NoError(t, err)
+	p.recreateStream(t)
 	workload(t, p.svc, 8, 0)
 	adjustEach(ids) // 12 messages in all: every partition's last one lies below its old checkpoint
 	stream, err := p.js.Stream(t.Context(), streamName)
@@ -802,7 +803,7 @@ func TestCheckpointFollowsARecreatedStream(t *testing.T) {
 		return err == nil && info.State.Msgs == 12
 	}, 30*time.Second, 10*time.Millisecond, "the relay should publish the new events into the new stream")
 
-	defer run()()
+	defer p.runProducts(t)()
 	p.waitApplied(t, "products", events.ProductAggregate)
 	rows, err := p.pool.Query(t.Context(), `SELECT partition FROM projection_checkpoints WHERE projection = 'products'`)
 	require.NoError(t, err)
