@@ -197,6 +197,19 @@ type Result struct {
 	// Seconds is the run second by second (by scheduled time): a system that degrades as the run
 	// goes on looks different from one that is slow throughout.
 	Seconds []Second
+	// HostCPU is the CPU time this machine spent from the start of the measured part until the last
+	// operation finished; zero where unknown. With the system under test on this machine, its
+	// utilisation tells how near saturation the latencies were measured, and Busy per command what
+	// a command costs, a figure that a shared machine's noise disturbs much less than latencies.
+	HostCPU HostCPU
+}
+
+// CPUPerCommand is the busy CPU time of HostCPU per acknowledged command; zero where unknown.
+func (r Result) CPUPerCommand() time.Duration {
+	if r.Commands == 0 {
+		return 0
+	}
+	return r.HostCPU.Busy / time.Duration(r.Commands)
 }
 
 // Second is one second of a run: the commands due in it that were acknowledged, the operations that
@@ -221,6 +234,9 @@ func (r Result) String() string {
 		r.Rate, r.Duration, r.Commands, r.Scheduled, r.Achieved, r.Errors)
 	fmt.Fprintf(&b, "  command          %s\n", r.Command)
 	fmt.Fprintf(&b, "  write-to-visible %s\n", r.Visible)
+	if r.HostCPU.Total > 0 {
+		fmt.Fprintf(&b, "  this machine's CPU %.0f%% busy, %s per command\n", 100*r.HostCPU.Utilisation(), ms(r.CPUPerCommand()))
+	}
 	if r.MaxLateness > time.Millisecond {
 		fmt.Fprintf(&b, "  generator was up to %s late\n", ms(r.MaxLateness))
 	}
@@ -256,10 +272,15 @@ func Run(ctx context.Context, t *Target, cat *Catalog, cfg Config) (Result, erro
 	start := time.Now().Add(5 * time.Millisecond)
 	measured := start.Add(time.Duration(float64(warm) * interval))
 	rec := &recorder{measured: measured, kinds: map[string]int{}, seconds: map[int]*second{}}
+	var cpuStart HostCPU
+	var cpuKnown bool
 	for i := 0; i < total && ctx.Err() == nil; i++ {
 		due := start.Add(time.Duration(float64(i) * interval))
 		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
+		}
+		if i == warm {
+			cpuStart, cpuKnown = ReadHostCPU()
 		}
 		select {
 		case sem <- struct{}{}:
@@ -281,7 +302,11 @@ func Run(ctx context.Context, t *Target, cat *Catalog, cfg Config) (Result, erro
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	return rec.result(cfg, total-warm, lateness), nil
+	res := rec.result(cfg, total-warm, lateness)
+	if cpuEnd, ok := ReadHostCPU(); ok && cpuKnown {
+		res.HostCPU = cpuEnd.Since(cpuStart)
+	}
+	return res, nil
 }
 
 // operation sends one command due at due and reads it back with its token.

@@ -50,8 +50,9 @@ func (s SearchResult) String() string {
 		if !st.Held {
 			verdict = "did not hold: " + st.Why
 		}
-		fmt.Fprintf(&b, "%8.0f/s  achieved %8.0f/s  command p50 %9s p99 %9s  visible p50 %9s p99 %9s  errors %d  %s\n",
-			st.Rate, st.Achieved, ms(st.Command.P50), ms(st.Command.P99), ms(st.Visible.P50), ms(st.Visible.P99), st.Errors, verdict)
+		fmt.Fprintf(&b, "%8.0f/s  achieved %8.0f/s  command p50 %9s p99 %9s  visible p50 %9s p99 %9s  errors %d  CPU %3.0f%% busy  %s\n",
+			st.Rate, st.Achieved, ms(st.Command.P50), ms(st.Command.P99), ms(st.Visible.P50), ms(st.Visible.P99), st.Errors,
+			100*st.HostCPU.Utilisation(), verdict)
 	}
 	fmt.Fprintf(&b, "highest sustainable rate: %.0f commands/s\n", s.Sustainable)
 	return b.String()

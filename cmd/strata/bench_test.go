@@ -23,9 +23,13 @@ import (
 // consistency token.
 //
 //   - rate=1000: STRATA_BENCH_RATE commands/s (default 1000) for STRATA_BENCH_DURATION (default 30s)
-//     after a warm-up at that rate of STRATA_BENCH_WARMUP (default 2s). Reports p50 and p99 of the command latency (from the time the command was
-//     due) and of write-to-visible (from its acknowledgement until the read with its token answered),
-//     the achieved rate and the errors.
+//     after a warm-up at that rate of STRATA_BENCH_WARMUP (default 2s). Reports p50 and p99 of the
+//     command latency (from the time the command was due) and of write-to-visible (from its
+//     acknowledgement until the read with its token answered), the achieved rate and the errors,
+//     and how busy this machine's CPU was meanwhile (host-cpu-busy-%, all cores: everything runs
+//     here, PostgreSQL included) with its busy CPU time per command (host-cpu-us/cmd). Latency tails
+//     grow steeply as the CPU nears saturation, and the CPU per command is the figure that a change
+//     to the system moves and the machine's noise hardly does: compare it between runs, not p99s.
 //   - sustainable: steps through bench.DefaultRates (250, 500, 750, 1000, 1500, 2000, 3000 … 16000
 //     commands/s), STRATA_BENCH_STEP each (default 5s, after 1 s of warm-up), and reports the highest
 //     rate at which nothing failed, write-to-visible p99 stayed within 50 ms and the achieved rate
@@ -75,6 +79,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.ReportMetric(msOf(res.Visible.P50), "visible-p50-ms")
 		b.ReportMetric(msOf(res.Visible.P99), "visible-p99-ms")
 		b.ReportMetric(res.Achieved, "achieved-cmd/s")
+		if res.HostCPU.Total > 0 {
+			b.ReportMetric(100*res.HostCPU.Utilisation(), "host-cpu-busy-%")
+			b.ReportMetric(float64(res.CPUPerCommand().Microseconds()), "host-cpu-us/cmd")
+		}
 		b.ReportMetric(float64(res.Errors), "errors")
 		b.ReportMetric(load, "load1")
 	})

@@ -444,23 +444,10 @@ func backendsCPU(b *testing.B, pool *pgxpool.Pool, app string) (time.Duration, b
 	return total, len(pids) > 0
 }
 
-// processCPU is the user and system CPU time of process pid, from /proc/<pid>/stat; zero where
-// unknown.
+// processCPU is bench.ProcessCPU, zero where unknown.
 func processCPU(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name, in parentheses, may contain spaces: fields are counted after its end.
-	_, rest, ok := strings.Cut(string(data), ") ")
-	fields := strings.Fields(rest)
-	if !ok || len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	const ticksPerSecond = 100 // USER_HZ, which Linux fixes at 100 for /proc
-	return time.Duration(utime+stime) * time.Second / ticksPerSecond
+	cpu, _ := bench.ProcessCPU(pid)
+	return cpu
 }
 
 func openPool(b *testing.B, url string, maxConns int32) *pgxpool.Pool {
