@@ -166,18 +166,24 @@ func (a *api) skip(w http.ResponseWriter, r *http.Request) error {
 	return a.release(w, r, a.dl.Skip)
 }
 
-func (a *api) release(w http.ResponseWriter, r *http.Request, do func(context.Context, int64) error) error {
+func (a *api) release(w http.ResponseWriter, r *http.Request, do func(context.Context, int64) (projector.Release, error)) error {
 	id, err := deadLetterID(r)
 	if err != nil {
 		return err
 	}
-	if err := do(r.Context(), id); err != nil {
+	rel, err := do(r.Context(), id)
+	if err != nil {
 		if errors.Is(err, projector.ErrNoDeadLetter) {
 			return fmt.Errorf("%v: %w", err, domain.ErrNotFound)
 		}
 		// The event still fails: that is the state of the read model, not a fault of this request.
 		return fmt.Errorf("%v: %w", err, domain.ErrRule)
 	}
-	platform.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "released": true})
+	body := map[string]any{"id": id, "released": true, "applied": rel.Applied}
+	if rel.Parked != 0 {
+		// The event asked for is released, but its stream is not: a waiting event took its place.
+		body["parked"] = rel.Parked
+	}
+	platform.WriteJSON(w, http.StatusOK, body)
 	return nil
 }

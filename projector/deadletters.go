@@ -59,11 +59,22 @@ func (d *DeadLetters) List(ctx context.Context, limit int) ([]DeadLetter, error)
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[DeadLetter])
 }
 
+// Release is what [DeadLetters.Retry] or [DeadLetters.Skip] did to a parked event's stream.
+type Release struct {
+	// Applied counts the events applied: the parked event unless it was skipped, and those that
+	// waited behind it.
+	Applied int
+	// Parked is the dead letter that blocks the stream now, or 0 when the stream is released: a
+	// waiting event that could not be decoded stops the release and takes the parked event's place.
+	Parked int64
+}
+
 // Retry applies the parked event id and every event waiting behind it, in stream order, in one
 // transaction, and releases the stream. If one of them still fails to apply, nothing changes and the
 // error says why. A waiting event that cannot even be decoded stops the release there: the events
-// before it are applied, and it becomes the stream's parked event, to be skipped or retried in turn.
-func (d *DeadLetters) Retry(ctx context.Context, id int64) error {
+// before it are applied, and it becomes the stream's parked event (Release.Parked), to be skipped or
+// retried in turn.
+func (d *DeadLetters) Retry(ctx context.Context, id int64) (Release, error) {
 	return d.release(ctx, id, false)
 }
 
@@ -71,7 +82,7 @@ func (d *DeadLetters) Retry(ctx context.Context, id int64) error {
 // applies the events waiting behind it like [DeadLetters.Retry]. Skipping the event that creates an
 // aggregate leaves its later events nothing to apply to: they fail in turn, and the stream stays
 // parked. Fix the projection and retry instead.
-func (d *DeadLetters) Skip(ctx context.Context, id int64) error {
+func (d *DeadLetters) Skip(ctx context.Context, id int64) (Release, error) {
 	return d.release(ctx, id, true)
 }
 
@@ -84,8 +95,10 @@ type parkedEvent struct {
 	Data    []byte
 }
 
-func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
-	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) (Release, error) {
+	var out Release
+	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		out = Release{}
 		var projection, stream string
 		err := tx.QueryRow(ctx, `SELECT projection, stream FROM dead_letters WHERE id = $1 AND status = 'parked' FOR UPDATE`, id).
 			Scan(&projection, &stream)
@@ -153,6 +166,7 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 			}
 			b.Queue(`UPDATE dead_letters SET status = 'parked', error = $2, updated_at = now() WHERE id = $1`,
 				p.ID, truncate(pgText(err.Error()), 2000))
+			out.Parked = p.ID
 			break
 		}
 		if err := queueApply(ctx, b, proj, apply); err != nil {
@@ -160,8 +174,13 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) error {
 		}
 		b.Queue(`DELETE FROM dead_letters WHERE id = ANY($1)`, released)
 		b.Queue(`SELECT pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, projection)
+		out.Applied = len(apply)
 		return tx.SendBatch(ctx, b).Close()
 	})
+	if err != nil {
+		return Release{}, err
+	}
+	return out, nil
 }
 
 // decode turns a dead letter back into the event it holds.

@@ -69,10 +69,16 @@ func dlqRelease(ctx context.Context, cfg config, out io.Writer, arg string, skip
 	if skip {
 		verb, do = "skipped", dl.Skip
 	}
-	if err := do(ctx, id); err != nil {
+	rel, err := do(ctx, id)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "dead letter %d %s; its stream is released\n", id, verb)
+	if rel.Parked != 0 {
+		fmt.Fprintf(out, "dead letter %d %s, %d events applied; dead letter %d, which waited behind it, cannot be decoded and now blocks the stream\n",
+			id, verb, rel.Applied, rel.Parked)
+		return nil
+	}
+	fmt.Fprintf(out, "dead letter %d %s, %d events applied; its stream is released\n", id, verb, rel.Applied)
 	return nil
 }
 

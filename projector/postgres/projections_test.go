@@ -476,14 +476,18 @@ func TestRetryAfterTheCauseIsFixed(t *testing.T) {
 		return parked.Status == "parked"
 	}, 30*time.Second, 10*time.Millisecond)
 
-	require.Error(t, dl.Retry(t.Context(), parked.ID), "still broken: retry fails and changes nothing")
-	require.ErrorIs(t, dl.Retry(t.Context(), parked.ID+1), projector.ErrNoDeadLetter, "a waiting event is not retried alone")
+	_, err := dl.Retry(t.Context(), parked.ID)
+	require.Error(t, err, "still broken: retry fails and changes nothing")
+	_, err = dl.Retry(t.Context(), parked.ID+1)
+	require.ErrorIs(t, err, projector.ErrNoDeadLetter, "a waiting event is not retried alone")
 
 	f.mu.Lock()
 	f.broken = false
 	f.mu.Unlock()
-	require.NoError(t, dl.Retry(t.Context(), parked.ID))
-	_, err := p.svc.AdjustStock(t.Context(), ids[0], 8, "delivery", command.Request{})
+	rel, err := dl.Retry(t.Context(), parked.ID)
+	require.NoError(t, err)
+	require.Equal(t, projector.Release{Applied: 3}, rel, "the parked event and the two behind it; the stream is released")
+	_, err = p.svc.AdjustStock(t.Context(), ids[0], 8, "delivery", command.Request{})
 	require.NoError(t, err)
 	p.waitApplied(t, "products", events.ProductAggregate)
 	var stock int64
@@ -652,7 +656,10 @@ func TestSkipDropsTheEventAskedFor(t *testing.T) {
 	rows := p.deadLetters(t, stream)
 	require.Equal(t, []string{"waiting", "parked", "waiting", "waiting", "waiting", "waiting"},
 		[]string{rows[0].Status, rows[1].Status, rows[2].Status, rows[3].Status, rows[4].Status, rows[5].Status})
-	require.NoError(t, dl.Skip(t.Context(), rows[1].ID), "skip version 2")
+	rel, err := dl.Skip(t.Context(), rows[1].ID)
+	require.NoError(t, err, "skip version 2")
+	require.Equal(t, projector.Release{Applied: 3, Parked: rows[4].ID}, rel,
+		"versions 1 (again), 3 and 4 applied; the undecodable version 5 blocks the stream now")
 	var stock, version int64
 	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT stock, version FROM products WHERE id = $1`, ids[0]).Scan(&stock, &version))
 	require.Equal(t, []int64{7, 4}, []int64{stock, version}, "versions 3 and 4 applied, version 2 not")
@@ -660,8 +667,11 @@ func TestSkipDropsTheEventAskedFor(t *testing.T) {
 	require.Equal(t, []deadLetter{{rows[4].ID, 5, "parked"}, {rows[5].ID, 6, "waiting"}}, left,
 		"the undecodable version 5 is now the parked event")
 
-	require.Error(t, dl.Retry(t.Context(), left[0].ID), "it still cannot be decoded")
-	require.NoError(t, dl.Skip(t.Context(), left[0].ID))
+	_, err = dl.Retry(t.Context(), left[0].ID)
+	require.Error(t, err, "it still cannot be decoded")
+	rel, err = dl.Skip(t.Context(), left[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, projector.Release{Applied: 1}, rel, "version 6")
 	p.waitApplied(t, "products", events.ProductAggregate)
 	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT stock, version FROM products WHERE id = $1`, ids[0]).Scan(&stock, &version))
 	require.Equal(t, []int64{31, 6}, []int64{stock, version})
@@ -710,10 +720,14 @@ func TestMalformedMessagesAreParkedOneByOne(t *testing.T) {
 	dl := projector.NewDeadLetters(p.pool, p.codec, rmpg.Products{})
 	bad := p.deadLetters(t, "(undecodable)")
 	require.Len(t, bad, 2)
-	require.Error(t, dl.Retry(t.Context(), bad[0].ID), "not retried")
-	require.NoError(t, dl.Skip(t.Context(), bad[0].ID))
+	_, err = dl.Retry(t.Context(), bad[0].ID)
+	require.ErrorContains(t, err, "cannot be retried, only skipped")
+	rel, err := dl.Skip(t.Context(), bad[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, projector.Release{}, rel)
 	require.Equal(t, bad[1:], p.deadLetters(t, "(undecodable)"), "only the one asked for")
-	require.NoError(t, dl.Skip(t.Context(), bad[1].ID))
+	_, err = dl.Skip(t.Context(), bad[1].ID)
+	require.NoError(t, err)
 	require.Empty(t, p.deadLetters(t, "(undecodable)"))
 
 	inOrder := p.deadLetters(t, other)
@@ -721,8 +735,10 @@ func TestMalformedMessagesAreParkedOneByOne(t *testing.T) {
 	var typ string
 	require.NoError(t, p.pool.QueryRow(t.Context(), `SELECT event_type FROM dead_letters WHERE id = $1`, inOrder[0].ID).Scan(&typ))
 	require.Equal(t, "product.renamed\uFFFD", typ)
-	require.Error(t, dl.Retry(t.Context(), inOrder[0].ID), "its type is unknown")
-	require.NoError(t, dl.Skip(t.Context(), inOrder[0].ID))
+	_, err = dl.Retry(t.Context(), inOrder[0].ID)
+	require.Error(t, err, "its type is unknown")
+	_, err = dl.Skip(t.Context(), inOrder[0].ID)
+	require.NoError(t, err)
 	require.Empty(t, p.deadLetters(t, other))
 }
 
