@@ -29,7 +29,7 @@ import (
 //     and how busy this machine's CPU was meanwhile (host-cpu-busy-%, all cores: everything runs
 //     here, PostgreSQL included) with its busy CPU time per command (host-cpu-us/cmd). Latency tails
 //     grow steeply as the CPU nears saturation, and the CPU per command is the figure that a change
-//     to the system moves and the machine's noise hardly does: compare it between runs, not p99s.
+//     to the system moves and the machine's noise moves far less: compare it over a few runs, not p99s.
 //   - sustainable: steps through bench.DefaultRates (250, 500, 750, 1000, 1500, 2000, 3000 … 16000
 //     commands/s), STRATA_BENCH_STEP each (default 5s, after 1 s of warm-up), and reports the highest
 //     rate at which nothing failed, write-to-visible p99 stayed within 50 ms and the achieved rate
