@@ -74,11 +74,11 @@ func dlqRelease(ctx context.Context, cfg config, out io.Writer, arg string, skip
 		return err
 	}
 	if rel.Parked != 0 {
-		fmt.Fprintf(out, "dead letter %d %s, %d events applied; dead letter %d, which waited behind it, cannot be decoded and now blocks the stream\n",
+		fmt.Fprintf(out, "dead letter %d %s (events applied: %d); dead letter %d, which waited behind it, cannot be decoded and now blocks the stream\n",
 			id, verb, rel.Applied, rel.Parked)
 		return nil
 	}
-	fmt.Fprintf(out, "dead letter %d %s, %d events applied; its stream is released\n", id, verb, rel.Applied)
+	fmt.Fprintf(out, "dead letter %d %s (events applied: %d); its stream is released\n", id, verb, rel.Applied)
 	return nil
 }
 
