@@ -60,10 +60,14 @@ func ProcessCPU(pid int) (cpu time.Duration, ok bool) {
 	if err != nil {
 		return 0, false
 	}
-	// The command name, in parentheses, may contain spaces: fields are counted after its end.
-	_, rest, found := strings.Cut(string(data), ") ")
-	fields := strings.Fields(rest)
-	if !found || len(fields) < 13 {
+	// The command name, in parentheses, may contain anything, parentheses and spaces included:
+	// fields are counted after the last closing parenthesis.
+	end := strings.LastIndexByte(string(data), ')')
+	if end < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(string(data[end+1:]))
+	if len(fields) < 13 {
 		return 0, false
 	}
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)

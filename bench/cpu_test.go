@@ -10,8 +10,10 @@ import (
 	"github.com/strata-dev/strata/bench"
 )
 
-// burn spins on the CPU until process pid has spent more than its CPU time before, or the deadline.
-func burn(t *testing.T, pid int, before time.Duration) time.Duration {
+// burn spins on the CPU until process pid has spent more than before and the machine more than
+// host, or the deadline. The two counts grow in ticks at different moments: waiting for one alone
+// would often see the other unchanged.
+func burn(t *testing.T, pid int, before time.Duration, host bench.HostCPU) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	x := 0
@@ -19,12 +21,13 @@ func burn(t *testing.T, pid int, before time.Duration) time.Duration {
 		for i := range 1_000_000 {
 			x += i
 		}
-		if cpu, ok := bench.ProcessCPU(pid); ok && cpu > before {
-			return cpu
+		self, ok1 := bench.ProcessCPU(pid)
+		now, ok2 := bench.ReadHostCPU()
+		if ok1 && ok2 && self > before && now.Busy > host.Busy {
+			return
 		}
 	}
 	t.Fatalf("no CPU time counted after 10 s of spinning (%d)", x)
-	return 0
 }
 
 func TestCPUTimesGrowWithWork(t *testing.T) {
@@ -38,7 +41,7 @@ func TestCPUTimesGrowWithWork(t *testing.T) {
 
 	self, ok := bench.ProcessCPU(os.Getpid())
 	require.True(t, ok)
-	burn(t, os.Getpid(), self)
+	burn(t, os.Getpid(), self, host)
 	later, ok := bench.ReadHostCPU()
 	require.True(t, ok)
 	spent := later.Since(host)

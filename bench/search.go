@@ -50,9 +50,12 @@ func (s SearchResult) String() string {
 		if !st.Held {
 			verdict = "did not hold: " + st.Why
 		}
-		fmt.Fprintf(&b, "%8.0f/s  achieved %8.0f/s  command p50 %9s p99 %9s  visible p50 %9s p99 %9s  errors %d  CPU %3.0f%% busy  %s\n",
-			st.Rate, st.Achieved, ms(st.Command.P50), ms(st.Command.P99), ms(st.Visible.P50), ms(st.Visible.P99), st.Errors,
-			100*st.HostCPU.Utilisation(), verdict)
+		cpu := "CPU  ?"
+		if st.HostCPU.Total > 0 {
+			cpu = fmt.Sprintf("CPU %3.0f%% busy", 100*st.HostCPU.Utilisation())
+		}
+		fmt.Fprintf(&b, "%8.0f/s  achieved %8.0f/s  command p50 %9s p99 %9s  visible p50 %9s p99 %9s  errors %d  %s  %s\n",
+			st.Rate, st.Achieved, ms(st.Command.P50), ms(st.Command.P99), ms(st.Visible.P50), ms(st.Visible.P99), st.Errors, cpu, verdict)
 	}
 	fmt.Fprintf(&b, "highest sustainable rate: %.0f commands/s\n", s.Sustainable)
 	return b.String()

@@ -62,7 +62,7 @@ func (d *DeadLetters) List(ctx context.Context, limit int) ([]DeadLetter, error)
 // Release is what [DeadLetters.Retry] or [DeadLetters.Skip] did to a parked event's stream.
 type Release struct {
 	// Applied counts the events applied: the parked event unless it was skipped, and those that
-	// waited behind it.
+	// waited behind it (not redeliveries of events applied before it, which change nothing).
 	Applied int
 	// Parked is the dead letter that blocks the stream now, or 0 when the stream is released: a
 	// waiting event that could not be decoded stops the release and takes the parked event's place.
@@ -153,6 +153,9 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) (Release
 			if err == nil {
 				apply = append(apply, e)
 				released = append(released, p.ID)
+				if past { // those below are redeliveries, applied again to no effect
+					out.Applied++
+				}
 				continue
 			}
 			if p.ID == id {
@@ -174,7 +177,6 @@ func (d *DeadLetters) release(ctx context.Context, id int64, skip bool) (Release
 		}
 		b.Queue(`DELETE FROM dead_letters WHERE id = ANY($1)`, released)
 		b.Queue(`SELECT pg_notify(`+consistency.ProgressChannelSQL+`, $1)`, projection)
-		out.Applied = len(apply)
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
