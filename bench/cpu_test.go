@@ -31,9 +31,6 @@ func burn(t *testing.T, pid int, before time.Duration, host bench.HostCPU) {
 }
 
 func TestCPUTimesGrowWithWork(t *testing.T) {
-	if _, err := os.Stat("/proc/stat"); err != nil {
-		t.Skip("no /proc on this system")
-	}
 	host, ok := bench.ReadHostCPU()
 	require.True(t, ok)
 	require.Greater(t, host.Busy, time.Duration(0))

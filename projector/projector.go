@@ -26,7 +26,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -685,11 +687,13 @@ func (r *Runner) commit(ctx context.Context, p *partition, items []item, park bo
 // blocks: requests made while a notification is pending are one, sent after it (see
 // [Runner.notifier]).
 func (r *Runner) notify(evs []events.Envelope) {
-	streams := make(map[string]uint64, len(evs))
-	for _, e := range evs {
-		streams[e.Stream] = max(streams[e.Stream], e.Version)
-	}
-	r.announce(streams)
+	r.announce(func(yield func(string, uint64) bool) {
+		for _, e := range evs {
+			if !yield(e.Stream, e.Version) {
+				return
+			}
+		}
+	})
 	r.requestNotification()
 }
 
@@ -774,19 +778,19 @@ func (r *Runner) sendNotification(ctx context.Context) error {
 		r.announceMu.Lock()
 		r.reset = r.reset || reset
 		r.announceMu.Unlock()
-		r.announce(streams)
+		r.announce(maps.All(streams))
 	}
 	return err
 }
 
-// announce adds streams to what the next notification carries.
-func (r *Runner) announce(streams map[string]uint64) {
+// announce adds the stream versions to what the next notification carries.
+func (r *Runner) announce(versions iter.Seq2[string, uint64]) {
 	r.announceMu.Lock()
 	defer r.announceMu.Unlock()
 	if r.announced == nil {
 		r.announced = map[string]uint64{}
 	}
-	for s, v := range streams {
+	for s, v := range versions {
 		r.announced[s] = max(r.announced[s], v)
 	}
 }
