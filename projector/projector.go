@@ -132,7 +132,7 @@ type Runner struct {
 	// notifyReq holds at most one pending notification for [Runner.notifier].
 	notifyReq chan struct{}
 	// announced collects the stream versions committed since the last notification; reset makes the
-	// next notification the projection's name alone (see [Runner.announceTakeover]).
+	// next notification the projection's name alone (see [Runner.announceTakeover] and [maxAnnounced]).
 	announceMu sync.Mutex
 	announced  map[string]uint64
 	reset      bool
@@ -324,19 +324,25 @@ func ConsumerName(projection string, partition int) string {
 	return fmt.Sprintf("%s-p%d", projection, partition)
 }
 
-func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
+// FilterSubjects are the subjects of the events stream that proj's partition p consumes, given the
+// stream's SubjectPrefix and Partitions in cfg.
+func FilterSubjects(cfg Config, proj Projection, p int) []string {
 	var filters []string
-	for _, t := range r.proj.AggregateTypes() {
-		if r.cfg.Partitions > 0 {
-			filters = append(filters, fmt.Sprintf("%s.%d.%s.*", r.cfg.SubjectPrefix, p, t))
+	for _, t := range proj.AggregateTypes() {
+		if cfg.Partitions > 0 {
+			filters = append(filters, fmt.Sprintf("%s.%d.%s.*", cfg.SubjectPrefix, p, t))
 		} else {
-			filters = append(filters, fmt.Sprintf("%s.%s.>", r.cfg.SubjectPrefix, t))
+			filters = append(filters, fmt.Sprintf("%s.%s.>", cfg.SubjectPrefix, t))
 		}
 	}
+	return filters
+}
+
+func (r *Runner) consumerConfig(p int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerName(r.proj.Name(), p),
 		Description:    fmt.Sprintf("strata projection %s, partition %d", r.proj.Name(), p),
-		FilterSubjects: filters,
+		FilterSubjects: FilterSubjects(r.cfg, r.proj, p),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckAllPolicy,
 		AckWait:        time.Minute,
@@ -725,7 +731,8 @@ func (r *Runner) announceTakeover() {
 //
 // The notification carries the stream versions committed since the previous one (see
 // consistency.Progress), so that the query service can tell the requests waiting for them without
-// looking them up; when they do not fit in one, they are split among several. A notification that
+// looking them up; when they do not fit in one, they are split among several, and beyond
+// [maxAnnounced] of them it carries the name alone. A notification that
 // fails is sent again, with capped backoff, together with whatever was committed meanwhile; [Runner.Run]
 // sends a last one when the partitions have stopped: the query service trusts that every commit is
 // announced. A notification lost to a crash just after a commit is made up for by the name alone,
@@ -783,15 +790,29 @@ func (r *Runner) sendNotification(ctx context.Context) error {
 	return err
 }
 
-// announce adds the stream versions to what the next notification carries.
+// maxAnnounced is the most stream versions a notification carries (about two payloads, see
+// consistency.Progress.Payloads); beyond it the notification is the projection's name alone. Live,
+// a notification carries a few batches' streams, well under it. On a backlog every batch is
+// hundreds of streams nobody waits for: encoding them cost the projector a tenth of its CPU, and
+// the query service, were it waiting, would rather make one lookup than parse thousands of them.
+const maxAnnounced = 256
+
+// announce adds the stream versions to what the next notification carries. While the next
+// notification is the name alone, which makes readers look versions up, there is nothing to add.
 func (r *Runner) announce(versions iter.Seq2[string, uint64]) {
 	r.announceMu.Lock()
 	defer r.announceMu.Unlock()
+	if r.reset {
+		return
+	}
 	if r.announced == nil {
 		r.announced = map[string]uint64{}
 	}
 	for s, v := range versions {
 		r.announced[s] = max(r.announced[s], v)
+	}
+	if len(r.announced) > maxAnnounced {
+		r.announced, r.reset = nil, true
 	}
 }
 
