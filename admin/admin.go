@@ -29,9 +29,12 @@ type ProjectionStatus struct {
 	Status string `json:"status"`
 	// Checkpoint is the position of the last applied event, over all partitions.
 	Checkpoint string `json:"checkpoint"`
-	// LagEvents is what JetStream holds for the projection and has not delivered and acknowledged.
+	// LagEvents is what JetStream holds for the projection and has not delivered and acknowledged;
+	// for a partition never consumed (or whose consumer was lost), what the stream holds after its
+	// checkpoint.
 	LagEvents uint64 `json:"lag_events"`
-	// LagSeconds is the age of the oldest partition checkpoint while there is lag; 0 when caught up.
+	// LagSeconds is the age of the oldest partition checkpoint while there is lag; 0 when caught up,
+	// and while no partition has a checkpoint yet.
 	LagSeconds    float64 `json:"lag_seconds"`
 	DeadLetters   int     `json:"dead_letters"`
 	ActiveVersion int     `json:"active_version"`
@@ -39,13 +42,13 @@ type ProjectionStatus struct {
 
 // Options configure [NewHandler].
 type Options struct {
-	// Projections are the projections this deployment runs, with their partition count.
+	// Projections are the projections this deployment runs.
 	Projections []projector.Projection
-	Partitions  int
-	Stream      string
-	Logger      *slog.Logger
-	Registry    *prometheus.Registry
-	Ready       []platform.Check
+	// Events is the events stream they consume: its Stream, SubjectPrefix and Partitions.
+	Events   projector.Config
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	Ready    []platform.Check
 }
 
 type api struct {
@@ -79,8 +82,9 @@ func NewHandler(pool *pgxpool.Pool, js jetstream.JetStream, dl *projector.DeadLe
 	return r
 }
 
-// Status reports every projection.
-func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, stream string, partitions int, projections []projector.Projection) ([]ProjectionStatus, error) {
+// Status reports every projection. events says which stream they consume: its Stream,
+// SubjectPrefix and Partitions.
+func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, events projector.Config, projections []projector.Projection) ([]ProjectionStatus, error) {
 	out := make([]ProjectionStatus, 0, len(projections))
 	for _, p := range projections {
 		s := ProjectionStatus{Name: p.Name(), Backend: "postgres", Status: "stopped", ActiveVersion: 1}
@@ -88,17 +92,22 @@ func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, str
 			s.Backend = ext.Backend()
 		}
 		var oldest *time.Time
-		rows, err := pool.Query(ctx, `SELECT position, updated_at FROM projection_checkpoints WHERE projection = $1 ORDER BY stream_sequence DESC`, p.Name())
+		checkpoints := map[int]uint64{} // stream sequence by partition
+		rows, err := pool.Query(ctx, `SELECT partition, stream_sequence, position, updated_at FROM projection_checkpoints
+			WHERE projection = $1 ORDER BY stream_sequence DESC`, p.Name())
 		if err != nil {
 			return nil, fmt.Errorf("projection %s: %w", p.Name(), err)
 		}
 		for i := 0; rows.Next(); i++ {
+			var part int
+			var seq int64
 			var pos string
 			var at time.Time
-			if err := rows.Scan(&pos, &at); err != nil {
+			if err := rows.Scan(&part, &seq, &pos, &at); err != nil {
 				rows.Close()
 				return nil, err
 			}
+			checkpoints[part] = uint64(max(seq, 0))
 			if i == 0 {
 				s.Checkpoint = pos
 			}
@@ -107,13 +116,26 @@ func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, str
 			}
 		}
 		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("projection %s: %w", p.Name(), err)
+		}
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE projection = $1`, p.Name()).Scan(&s.DeadLetters); err != nil {
 			return nil, err
 		}
-		for part := range max(partitions, 1) {
-			c, err := js.Consumer(ctx, stream, projector.ConsumerName(p.Name(), part))
-			if err != nil {
-				continue // not created yet: nothing consumed this partition so far
+		for part := range max(events.Partitions, 1) {
+			c, err := js.Consumer(ctx, events.Stream, projector.ConsumerName(p.Name(), part))
+			switch {
+			case errors.Is(err, jetstream.ErrConsumerNotFound):
+				n, err := pendingAfter(ctx, js, events.Stream, projector.FilterSubjects(events, p, part), checkpoints[part])
+				if err != nil {
+					return nil, fmt.Errorf("projection %s, partition %d: %w", p.Name(), part, err)
+				}
+				s.LagEvents += n
+				continue
+			case errors.Is(err, jetstream.ErrStreamNotFound):
+				continue // nothing published yet
+			case err != nil:
+				return nil, fmt.Errorf("projection %s, partition %d: %w", p.Name(), part, err)
 			}
 			info := c.CachedInfo() // fetched just now by js.Consumer
 			s.LagEvents += info.NumPending + uint64(info.NumAckPending)
@@ -129,8 +151,29 @@ func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, str
 	return out, nil
 }
 
+// pendingAfter counts the messages of stream on filters after stream sequence checkpoint (all of
+// them for 0), for a partition that has no consumer: one never consumed, or whose in-memory consumer
+// went with a server restart. The server counts them for a short-lived consumer of its own.
+func pendingAfter(ctx context.Context, js jetstream.JetStream, stream string, filters []string, checkpoint uint64) (uint64, error) {
+	cfg := jetstream.ConsumerConfig{FilterSubjects: filters, AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true,
+		InactiveThreshold: 30 * time.Second} // gone by itself should the delete below not happen
+	if checkpoint > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, checkpoint+1
+	}
+	c, err := js.CreateConsumer(ctx, stream, cfg)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("count pending messages: %w", err)
+	}
+	info := c.CachedInfo()
+	_ = js.DeleteConsumer(ctx, stream, info.Name)
+	return info.NumPending, nil
+}
+
 func (a *api) projections(w http.ResponseWriter, r *http.Request) error {
-	st, err := Status(r.Context(), a.pool, a.js, a.opts.Stream, a.opts.Partitions, a.opts.Projections)
+	st, err := Status(r.Context(), a.pool, a.js, a.opts.Events, a.opts.Projections)
 	if err != nil {
 		return err
 	}

@@ -108,7 +108,7 @@ func projectionsList(ctx context.Context, cfg config, log *slog.Logger, out io.W
 	if err != nil {
 		return err
 	}
-	st, err := admin.Status(ctx, pool, js, cfg.NATSStream, cfg.NATSPartitions, projections)
+	st, err := admin.Status(ctx, pool, js, eventsStream(cfg), projections)
 	if err != nil {
 		return err
 	}

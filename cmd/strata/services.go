@@ -270,16 +270,20 @@ func startRelay(ctx context.Context, g *errgroup.Group, d deps) error {
 	return nil
 }
 
+// eventsStream is the projector configuration of the events stream: its name, subjects and partitions.
+func eventsStream(cfg config) projector.Config {
+	return projector.Config{Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix, Partitions: cfg.NATSPartitions}
+}
+
 // startProjectors runs every projection.
 func startProjectors(ctx context.Context, g *errgroup.Group, d deps) error {
 	if err := setupSearch(ctx, d.search); err != nil {
 		return err
 	}
 	for _, p := range d.projections {
-		r, err := projector.NewRunner(d.pool, d.nc, d.codec, p, projector.Config{
-			Stream: d.cfg.NATSStream, SubjectPrefix: d.cfg.NATSSubjectPrefix,
-			Partitions: d.cfg.NATSPartitions, MaxPartitions: d.cfg.ProjectorMaxPartitions,
-		}, d.log, d.registry)
+		cfg := eventsStream(d.cfg)
+		cfg.MaxPartitions = d.cfg.ProjectorMaxPartitions
+		r, err := projector.NewRunner(d.pool, d.nc, d.codec, p, cfg, d.log, d.registry)
 		if err != nil {
 			return err
 		}
@@ -307,7 +311,7 @@ func startAdmin(ctx context.Context, g *errgroup.Group, d deps) error {
 		return err
 	}
 	h := admin.NewHandler(d.pool, js, projector.NewDeadLetters(d.pool, d.codec, d.projections...), admin.Options{
-		Projections: d.projections, Partitions: d.cfg.NATSPartitions, Stream: d.cfg.NATSStream,
+		Projections: d.projections, Events: eventsStream(d.cfg),
 		Logger: d.log.With("service", "admin"), Registry: d.registry,
 		Ready: []platform.Check{{Name: "database", Run: d.pool.Ping}},
 	})
