@@ -78,7 +78,7 @@ stress: ## Repeat the concurrency and fault tests (STRESS_COUNT=30; FAULT_STRESS
 	$(WITH_DB) $(GO) test -race -count=$(STRESS_COUNT) -timeout 30m \
 		-run 'TestIdempotency|TestConcurrent|TestSKUClaims|TestCachedState' ./command/
 	$(WITH_DB) $(GO) test -race -count=$(FAULT_STRESS_COUNT) -timeout 30m \
-		-run 'TestProjectionEqualsReplay|TestPoison|TestRetryAfter|TestSkipDrops|TestMalformed|TestCheckpointFollows|ApplyBatch|TestTakingAPartition' ./projector/postgres/
+		-run 'TestProjectionEqualsReplay|TestPoison|TestRetryAfter|TestSkipDrops|TestMalformed|TestCheckpointFollows|ApplyBatch|TestTakingAPartition|TestPartitionsStopWhenTheLockConnectionHangs' ./projector/postgres/
 	$(WITH_DB) $(GO) test -race -count=$(FAULT_STRESS_COUNT) -timeout 30m -run 'TestWaiter|TestToken|TestOrderEvents' ./query/
 	$(WITH_DB) $(WITH_ES) $(GO) test -race -count=$(FAULT_STRESS_COUNT) -timeout 30m -run 'TestDevSurvivesSIGKILL' ./cmd/strata/
 	$(WITH_DB) $(GO) test -race -count=$(FAULT_STRESS_COUNT) -timeout 30m \

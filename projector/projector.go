@@ -215,29 +215,45 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
-// locks is the connection that holds a runner's partition locks. pgx connections are not safe
-// for concurrent use, hence the mutex.
+// locks is the connection that holds a runner's partition locks. pgx connections are not safe for
+// concurrent use, so turn is held by whoever uses it. It is a channel rather than a mutex so that
+// waiting for a turn ends with the context: when a statement hangs on the connection (a network
+// path that drops packets), the watchdog's ping gives up after its timeout and ends the session,
+// instead of waiting behind that statement for ever while the partitions keep being applied.
 type locks struct {
-	mu   sync.Mutex
 	conn *pgx.Conn
+	turn chan struct{}
 }
 
-func (l *locks) tryLock(ctx context.Context, key string) (int64, bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return pglock.TryLock(ctx, l.conn, key)
+func newLocks(conn *pgx.Conn) *locks {
+	return &locks{conn: conn, turn: make(chan struct{}, 1)}
+}
+
+// use runs f while holding the connection, or fails when ctx ends first.
+func (l *locks) use(ctx context.Context, f func() error) error {
+	select {
+	case l.turn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("lock connection busy: %w", ctx.Err())
+	}
+	defer func() { <-l.turn }()
+	return f()
+}
+
+func (l *locks) tryLock(ctx context.Context, key string) (id int64, got bool, err error) {
+	err = l.use(ctx, func() (err error) {
+		id, got, err = pglock.TryLock(ctx, l.conn, key)
+		return err
+	})
+	return id, got, err
 }
 
 func (l *locks) unlock(ctx context.Context, id int64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return pglock.Unlock(ctx, l.conn, id)
+	return l.use(ctx, func() error { return pglock.Unlock(ctx, l.conn, id) })
 }
 
 func (l *locks) ping(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.conn.Ping(ctx)
+	return l.use(ctx, func() error { return l.conn.Ping(ctx) })
 }
 
 // session claims and consumes partitions on one lock connection until it fails or ctx ends.
@@ -246,7 +262,7 @@ func (r *Runner) session(ctx context.Context, js jetstream.JetStream) error {
 	if err != nil {
 		return err
 	}
-	l := &locks{conn: pooled.Hijack()} // its session owns the locks: it must never be shared
+	l := newLocks(pooled.Hijack()) // its session owns the locks: it must never be shared
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
