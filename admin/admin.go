@@ -31,7 +31,7 @@ type ProjectionStatus struct {
 	Checkpoint string `json:"checkpoint"`
 	// LagEvents is what JetStream holds for the projection and has not delivered and acknowledged;
 	// for a partition never consumed (or whose consumer was lost), what the stream holds after its
-	// checkpoint.
+	// checkpoint. Partitions JetStream cannot tell about right now count nothing.
 	LagEvents uint64 `json:"lag_events"`
 	// LagSeconds is the age of the oldest partition checkpoint while there is lag; 0 when caught up,
 	// and while no partition has a checkpoint yet.
@@ -123,19 +123,17 @@ func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, eve
 			return nil, err
 		}
 		for part := range max(events.Partitions, 1) {
+			// JetStream's failures leave a partition's lag out rather than fail the whole status, which
+			// operators need most when something is wrong: what PostgreSQL says is still worth seeing.
 			c, err := js.Consumer(ctx, events.Stream, projector.ConsumerName(p.Name(), part))
-			switch {
-			case errors.Is(err, jetstream.ErrConsumerNotFound):
-				n, err := pendingAfter(ctx, js, events.Stream, projector.FilterSubjects(events, p, part), checkpoints[part])
-				if err != nil {
-					return nil, fmt.Errorf("projection %s, partition %d: %w", p.Name(), part, err)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				if n, err := pendingAfter(ctx, js, events.Stream, projector.FilterSubjects(events, p, part), checkpoints[part]); err == nil {
+					s.LagEvents += n
 				}
-				s.LagEvents += n
 				continue
-			case errors.Is(err, jetstream.ErrStreamNotFound):
-				continue // nothing published yet
-			case err != nil:
-				return nil, fmt.Errorf("projection %s, partition %d: %w", p.Name(), part, err)
+			}
+			if err != nil {
+				continue
 			}
 			info := c.CachedInfo() // fetched just now by js.Consumer
 			s.LagEvents += info.NumPending + uint64(info.NumAckPending)
@@ -153,17 +151,18 @@ func Status(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, eve
 
 // pendingAfter counts the messages of stream on filters after stream sequence checkpoint (all of
 // them for 0), for a partition that has no consumer: one never consumed, or whose in-memory consumer
-// went with a server restart. The server counts them for a short-lived consumer of its own.
+// went with a server restart. The server counts them for a short-lived consumer of its own. (A
+// checkpoint from before the stream was recreated can lie past its last message: then this counts
+// nothing, while the partition would resume after the checkpoint's position.)
 func pendingAfter(ctx context.Context, js jetstream.JetStream, stream string, filters []string, checkpoint uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	cfg := jetstream.ConsumerConfig{FilterSubjects: filters, AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true,
 		InactiveThreshold: 30 * time.Second} // gone by itself should the delete below not happen
 	if checkpoint > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, checkpoint+1
 	}
 	c, err := js.CreateConsumer(ctx, stream, cfg)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, nil
-	}
 	if err != nil {
 		return 0, fmt.Errorf("count pending messages: %w", err)
 	}

@@ -69,7 +69,7 @@ func TestPartitionsStopWhenTheLockConnectionHangs(t *testing.T) {
 	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
 	require.NoError(t, err)
 	defer pool.Close()
-	defer func() { // at once: closing a connection otherwise waits for the server's goodbye that never comes
+	defer func() { // at once: closing a connection that lost a request otherwise drains it for up to 15 s
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range conns {
